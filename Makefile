@@ -1,0 +1,51 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+# Everything else here is a helper they call.
+
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+CORES ?= 2
+
+# A working Python >= 3.12: PATH first, then pyenv's versions folder.
+# (pyenv's python3.12 shim exists but fails unless the version is selected,
+# so each candidate is actually run, not just looked up.)
+find_python = $(firstword $(foreach c,python3.14 python3.13 python3.12 python3 \
+	$(wildcard $(shell pyenv root 2>/dev/null)/versions/3.1[2-9]*/bin/python3) \
+	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3),\
+	$(shell $(c) -c 'import sys; assert sys.version_info >= (3, 12); print("$(c)")' 2>/dev/null)))
+
+.PHONY: run test lint dryrun env-sync clean-outputs help
+
+help:
+	@echo "make run   - set up .venv and run the whole workflow on data/raw (reports/index.html)"
+	@echo "make test  - set up .venv and run the test suite"
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@py="$(call find_python)"; \
+	if [ -z "$$py" ]; then \
+	  echo "ERROR: Python 3.12 or newer is needed (ArviZ 1.x) and none was found on PATH or under pyenv."; \
+	  echo "       Install it (e.g. 'pyenv install 3.12' or Debian's python3.12) and run make again."; \
+	  exit 1; fi; \
+	echo "Creating $(VENV) with $$py"; \
+	$$py -m venv $(VENV) && \
+	$(BIN)/python -m pip install --quiet --upgrade pip && \
+	$(BIN)/python -m pip install --quiet -r requirements.lock && \
+	$(BIN)/python -m pip install --quiet --no-deps -e . && \
+	touch $@
+
+run: $(VENV)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+
+test: $(VENV)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+dryrun: $(VENV)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default -n --cores $(CORES)
+
+# Regenerate environment.yml from the lock (a test checks they agree).
+env-sync: $(VENV)/.installed
+	$(BIN)/python -m allianceflow env-yml requirements.lock > environment.yml

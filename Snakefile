@@ -1,0 +1,21 @@
+# Therapeutic-alliance workflow: raw trial and meta-analytic data -> cleaned tables ->
+# Bayesian models -> checks -> papermill reports. Run with `make run` (see README.md).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/clean.smk"
+include: "workflow/rules/meta.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "reports/index.html",
+    default_target: True

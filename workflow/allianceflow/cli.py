@@ -1,0 +1,128 @@
+"""Command line the Snakemake rules call: `python -m allianceflow <command> ...`.
+
+Project errors (bad data, bad metadata, failed gates) print one clear line and
+exit with status 2 rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import AllianceFlowError
+
+
+def _settings(args) -> dict:
+    """Settings arrive as a JSON string (the rule's params), so that Snakemake reruns a
+    fit exactly when its own settings change."""
+    try:
+        return json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        raise AllianceFlowError(f"--settings is not valid JSON: {exc}") from None
+
+
+def cmd_clean_review(args) -> None:
+    from .meta_stage import clean_review
+
+    clean_review(args.raw, args.effects, args.info)
+
+
+def cmd_fit_review(args) -> None:
+    from .meta_stage import fit_review
+
+    fit_review(args.effects, args.info, args.out, _settings(args))
+
+
+def cmd_clean_trial(args) -> None:
+    from .trial_stage import clean_trial
+
+    clean_trial(args.raw, args.out)
+
+
+def cmd_index(args) -> None:
+    from .reports import write_index
+
+    write_index(args.reports_dir, args.fits_dir, args.clean_dir, args.out,
+                reviews=args.reviews or [], trials=args.trials or [])
+
+
+def cmd_render(args) -> None:
+    from .reports import render_notebook
+
+    render_notebook(args.template, args.notebook, args.html, json.loads(args.parameters),
+                    kernel=args.kernel)
+
+
+def cmd_synthesize(args) -> None:
+    from .synthetic import write_default_data
+
+    for folder in write_default_data(args.raw_dir):
+        print(f"wrote {folder}")
+
+
+def cmd_env_yml(args) -> None:
+    from .envfiles import environment_yml
+
+    sys.stdout.write(environment_yml(Path(args.lock).read_text()))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="allianceflow", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("clean-review", help="validate and clean one review folder")
+    s.add_argument("--raw", required=True)
+    s.add_argument("--effects", required=True)
+    s.add_argument("--info", required=True)
+    s.set_defaults(func=cmd_clean_review)
+
+    s = sub.add_parser("fit-review", help="fit the meta-analysis models of one review")
+    s.add_argument("--effects", required=True)
+    s.add_argument("--info", required=True)
+    s.add_argument("--settings", required=True,
+                   help="JSON object with the validated sampler, meta and checks settings")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fit_review)
+
+    s = sub.add_parser("clean-trial", help="validate and clean one trial folder")
+    s.add_argument("--raw", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_clean_trial)
+
+    s = sub.add_parser("render", help="execute a report notebook with papermill, render HTML")
+    s.add_argument("--template", required=True)
+    s.add_argument("--notebook", required=True)
+    s.add_argument("--html", required=True)
+    s.add_argument("--parameters", required=True, help="JSON object of notebook parameters")
+    s.add_argument("--kernel", default="python3")
+    s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("index", help="write reports/index.html")
+    s.add_argument("--reports-dir", required=True)
+    s.add_argument("--fits-dir", required=True)
+    s.add_argument("--clean-dir", required=True)
+    s.add_argument("--reviews", nargs="*")
+    s.add_argument("--trials", nargs="*")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("synthesize", help="(re)write the synthetic default datasets")
+    s.add_argument("raw_dir")
+    s.set_defaults(func=cmd_synthesize)
+
+    s = sub.add_parser("env-yml", help="print environment.yml for a pip lock")
+    s.add_argument("lock")
+    s.set_defaults(func=cmd_env_yml)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except AllianceFlowError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
+    return 0

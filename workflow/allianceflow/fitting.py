@@ -1,0 +1,168 @@
+"""Sampling, tidy summaries and the convergence gate, shared by every model."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pymc as pm
+import xarray as xr
+
+SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5",
+                   "r_hat", "ess_bulk", "ess_tail"]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    backend: str = "nutpie"
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    target_accept: float = 0.9
+    seed: int = 20261122
+    threads: int = 2
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SamplerSettings:
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    max_rhat: float = 1.01
+    min_ess_bulk: float = 400
+    min_ess_tail: float = 400
+    max_divergences: int = 0
+    min_bfmi: float = 0.3
+    policy: str = "fail"
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> GateThresholds:
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+
+
+def sample(model: pm.Model, settings: SamplerSettings) -> xr.DataTree:
+    """NUTS draws (nutpie by default) with pointwise log-likelihood for LOO."""
+    kwargs: dict[str, Any] = dict(
+        draws=settings.draws, tune=settings.tune, chains=settings.chains,
+        cores=min(settings.threads, settings.chains), random_seed=settings.seed,
+        progressbar=False, idata_kwargs={"log_likelihood": True}, model=model,
+    )
+    if settings.backend == "nutpie":
+        kwargs.update(nuts_sampler="nutpie",
+                      nuts_sampler_kwargs={"target_accept": settings.target_accept})
+    else:
+        kwargs.update(nuts_sampler="pymc", target_accept=settings.target_accept,
+                      compute_convergence_checks=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return pm.sample(**kwargs)
+
+
+def summarise(draws: xr.Dataset, names: list[str], model: str) -> pd.DataFrame:
+    """Tidy rows (model, parameter, mean, sd, q2.5, q97.5, r_hat, ess_bulk, ess_tail).
+
+    Works on any Dataset with (chain, draw) dims, so derived quantities get
+    their own R-hat and ESS like sampled ones.
+    """
+    ds = draws[names]
+    rhat = az.rhat(ds, sample_dims=["chain", "draw"])
+    ess_b = az.ess(ds, sample_dims=["chain", "draw"], method="bulk")
+    ess_t = az.ess(ds, sample_dims=["chain", "draw"], method="tail")
+    rows = []
+    for name in names:
+        x = ds[name]
+        extra = [d for d in x.dims if d not in ("chain", "draw")]
+        if extra:
+            raise ValueError(f"summarise expects scalar parameters; {name} has dims {extra}")
+        v = x.to_numpy().ravel()
+        rows.append({
+            "model": model, "parameter": name, "mean": v.mean(), "sd": v.std(ddof=1),
+            "q2.5": np.quantile(v, 0.025), "q97.5": np.quantile(v, 0.975),
+            "r_hat": float(rhat[name]), "ess_bulk": float(ess_b[name]),
+            "ess_tail": float(ess_t[name]),
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def point_rows(model: str, values: dict[str, float]) -> pd.DataFrame:
+    """Rows for single numbers (interval bounds, probabilities): value in `mean`."""
+    rows = [{"model": model, "parameter": k, "mean": v} for k, v in values.items()]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThresholds,
+                model: str) -> dict[str, Any]:
+    """Convergence figures and the gate decision for one fitted model.
+
+    R-hat and ESS are taken over every sampled quantity with chain/draw dims
+    (latent study effects included) and the reported derived quantities.
+    """
+    post = idata["posterior"].to_dataset()
+    rhat = az.rhat(post, sample_dims=["chain", "draw"])
+    ess_b = az.ess(post, sample_dims=["chain", "draw"], method="bulk")
+    ess_t = az.ess(post, sample_dims=["chain", "draw"], method="tail")
+    s = summary.dropna(subset=["r_hat"])
+    max_rhat = max(float(rhat.to_array().max()), float(s["r_hat"].max()))
+    min_bulk = min(float(ess_b.to_array().min()), float(s["ess_bulk"].min()))
+    min_tail = min(float(ess_t.to_array().min()), float(s["ess_tail"].min()))
+    stats = idata["sample_stats"].to_dataset()
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    bfmi_values = np.asarray(az.bfmi(stats, sample_dims=["chain", "draw"])["energy"])
+    pareto = pareto_k_counts(idata)
+    failures = []
+    if not max_rhat <= thresholds.max_rhat:
+        failures.append(f"max R-hat {max_rhat:.3f} > {thresholds.max_rhat}")
+    if not min_bulk >= thresholds.min_ess_bulk:
+        failures.append(f"min bulk ESS {min_bulk:.0f} < {thresholds.min_ess_bulk}")
+    if not min_tail >= thresholds.min_ess_tail:
+        failures.append(f"min tail ESS {min_tail:.0f} < {thresholds.min_ess_tail}")
+    if divergences > thresholds.max_divergences:
+        failures.append(f"{divergences} divergent transitions (allowed {thresholds.max_divergences})")
+    if not float(bfmi_values.min()) >= thresholds.min_bfmi:
+        failures.append(f"min E-BFMI {float(bfmi_values.min()):.2f} < {thresholds.min_bfmi}")
+    return {
+        "model": model,
+        "max_rhat": _finite_or_none(max_rhat),
+        "min_ess_bulk": _finite_or_none(min_bulk),
+        "min_ess_tail": _finite_or_none(min_tail),
+        "divergences": divergences,
+        "min_bfmi": _finite_or_none(float(bfmi_values.min())),
+        "pareto_k": pareto,
+        "thresholds": {k: getattr(thresholds, k) for k in thresholds.__dataclass_fields__},
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
+def pareto_k_counts(idata: xr.DataTree) -> dict[str, Any]:
+    """PSIS-LOO Pareto-k counts by the usual bands (good <= 0.7 < bad <= 1 < very bad)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loo = az.loo(idata, pointwise=True)
+        k = np.asarray(loo.pareto_k).ravel()
+    except Exception as exc:  # noqa: BLE001 - LOO is reported, never fatal here
+        return {"error": str(exc)}
+    return {
+        "good": int((k <= 0.7).sum()),
+        "bad": int(((k > 0.7) & (k <= 1.0)).sum()),
+        "very_bad": int((k > 1.0).sum()),
+        "max": float(np.nanmax(k)),
+        "elpd_loo": float(loo.elpd),
+        "se": float(loo.se),
+    }
+
+
+def gate_message(diag: dict[str, Any], where: str) -> str:
+    return (f"{where}: model '{diag['model']}' failed its convergence gate: "
+            + "; ".join(diag["failures"]))

@@ -1,0 +1,1 @@
+"""One readable PyMC model per question; derived quantities live beside their model."""

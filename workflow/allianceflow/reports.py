@@ -1,0 +1,150 @@
+"""Report rendering (papermill -> HTML) and the index page a reader starts from."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import AllianceFlowError
+from .io import atomic_path, write_text
+
+KEY_PACKAGES = ("pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "xarray",
+                "papermill", "snakemake", "allianceflow")
+
+
+class ReportError(AllianceFlowError):
+    """A report notebook failed to execute."""
+
+
+def render_notebook(template: str | Path, notebook: str | Path, html_out: str | Path,
+                    parameters: dict[str, Any], kernel: str = "python3") -> None:
+    """Execute `template` with papermill, keep the executed notebook, write standalone HTML.
+
+    Code cells are hidden in the HTML (readers see text, tables and figures); the
+    executed notebook beside it holds the code. A failing cell fails the job with
+    the notebook's own error message.
+    """
+    import nbformat
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    with atomic_path(notebook) as tmp_nb:
+        try:
+            pm.execute_notebook(str(template), str(tmp_nb), parameters=parameters,
+                                kernel_name=kernel, cwd=os.getcwd(), progress_bar=False,
+                                log_output=False)
+        except pm.PapermillExecutionError as exc:
+            raise ReportError(f"{template}: cell {exc.exec_count} failed: {exc.ename}: "
+                              f"{exc.evalue}") from None
+        except Exception as exc:  # e.g. an unknown kernel name
+            raise ReportError(f"{template}: could not be executed: {exc}") from None
+        nb = nbformat.read(tmp_nb, as_version=4)
+        exporter = HTMLExporter(template_name="lab")
+        exporter.exclude_input = True
+        exporter.exclude_input_prompt = True
+        exporter.exclude_output_prompt = True
+        body, _ = exporter.from_notebook_node(nb)
+        write_text(body, html_out)
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if pd.isna(x) else f"{x:.{digits}f}"
+
+
+def headline(summary: pd.DataFrame, info: dict[str, Any]) -> str:
+    """The pooled estimate in one line, from the richest model fitted."""
+    model = "three_level" if (summary["model"] == "three_level").any() else "random_effects"
+    rows = summary[summary["model"] == model].set_index("parameter")
+    name = "mu_r" if "mu_r" in rows.index else "mu"
+    r = rows.loc[name]
+    label = "r" if name == "mu_r" else info.get("measure", "effect")
+    return (f"{label} = {_fmt(r['mean'])} [{_fmt(r['q2.5'])}, {_fmt(r['q97.5'])}] "
+            f"({model.replace('_', '-')}, k = {info['n_effects']}, studies = {info['n_studies']})")
+
+
+def gate_status(diag: dict[str, Any]) -> str:
+    if diag.get("passed"):
+        return "passed"
+    return "warned" if diag.get("policy") == "warn" else "failed"
+
+
+def _mtime(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def index_rows(reports_dir: Path, fits_dir: Path, clean_dir: Path, reviews: list[str],
+               trials: list[str]) -> list[dict[str, str]]:
+    rows = []
+    for review in reviews:
+        info = json.loads((clean_dir / "meta" / review / "review.json").read_text())
+        summary = pd.read_csv(fits_dir / "meta" / review / "summary.csv")
+        diag = json.loads((fits_dir / "meta" / review / "diagnostics.json").read_text())
+        report = reports_dir / "meta" / f"{review}.html"
+        rows.append({"kind": "review", "name": review, "title": info["title"],
+                     "label": "synthetic" if info["synthetic"] else "real",
+                     "status": gate_status(diag), "headline": headline(summary, info),
+                     "href": os.path.relpath(report, reports_dir), "built": _mtime(report)})
+    for trial in trials:
+        info = json.loads((clean_dir / "trials" / trial / "trial.json").read_text())
+        report = reports_dir / "trials" / f"{trial}.html"
+        rows.append({"kind": "trial", "name": trial, "title": info["title"],
+                     "label": "synthetic" if info["synthetic"] else "real",
+                     "status": "cleaned (no models yet)",
+                     "headline": f"{info['n_patients']} patients, "
+                                 f"{info['n_session_rows']} session rows, "
+                                 f"sessions {info['sessions'][0]}–{info['sessions'][-1]}",
+                     "href": os.path.relpath(report, reports_dir), "built": _mtime(report)})
+    return rows
+
+
+INDEX_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}table{border-collapse:collapse;width:100%}
+th,td{border-bottom:1px solid #ddd;padding:.45rem .6rem;text-align:left;vertical-align:top}
+th{background:#f4f4f4}.synthetic{background:#fff3cd;color:#7a5b00;padding:.1rem .4rem;
+border-radius:.3rem}.real{background:#d1e7dd;color:#0f5132;padding:.1rem .4rem;
+border-radius:.3rem}.passed{color:#0f5132;font-weight:600}.warned,.failed{color:#fff;
+background:#b02a37;padding:.1rem .4rem;border-radius:.3rem;font-weight:600}
+.note{color:#555;font-size:.9rem}
+"""
+
+
+def index_html(rows: list[dict[str, str]]) -> str:
+    body = []
+    for r in rows:
+        status_class = r["status"] if r["status"] in ("passed", "warned", "failed") else ""
+        body.append(
+            "<tr>"
+            f"<td>{html.escape(r['kind'])}</td>"
+            f"<td><a href=\"{html.escape(r['href'])}\">{html.escape(r['name'])}</a><br>"
+            f"<span class=note>{html.escape(r['title'])}</span></td>"
+            f"<td><span class={r['label']}>{r['label']}</span></td>"
+            f"<td><span class=\"{status_class}\">{html.escape(r['status'])}</span></td>"
+            f"<td>{html.escape(r['headline'])}</td>"
+            f"<td>{html.escape(r['built'])}</td></tr>")
+    built = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Alliance workflow reports</title>
+<style>{INDEX_CSS}</style></head><body>
+<h1>Therapeutic-alliance workflow: reports</h1>
+<p class=note>Built {built}. Every number links back to a file under <code>data/fits/</code>.
+Datasets marked <span class=synthetic>synthetic</span> were generated by this project's code
+with a fixed seed; they are not data from any real study.</p>
+<table><thead><tr><th>Kind</th><th>Dataset</th><th>Data</th><th>Gate</th>
+<th>Headline</th><th>Report built</th></tr></thead><tbody>
+{''.join(body)}
+</tbody></table></body></html>
+"""
+
+
+def write_index(reports_dir: str | Path, fits_dir: str | Path, clean_dir: str | Path,
+                out: str | Path, reviews: list[str], trials: list[str]) -> None:
+    rows = index_rows(Path(reports_dir), Path(fits_dir), Path(clean_dir), reviews, trials)
+    write_text(index_html(rows), out)

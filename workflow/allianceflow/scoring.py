@@ -1,0 +1,39 @@
+"""Questionnaire scoring: reverse-keyed items, totals and subscales with prorating."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def reverse_key(values: pd.Series, low: float, high: float) -> pd.Series:
+    """Reverse an item on its response scale: x -> low + high - x."""
+    return low + high - values
+
+
+def score_items(items: pd.DataFrame, how: str = "mean", min_fraction: float = 0.8) -> pd.Series:
+    """Score rows of item responses.
+
+    A row with at least `min_fraction` of its items answered is scored from the
+    answered items (a sum is prorated to the full item count); otherwise the
+    score is missing, never a silent partial sum.
+    """
+    answered = items.notna().sum(axis=1)
+    enough = answered >= np.ceil(min_fraction * items.shape[1] - 1e-9)
+    mean = items.mean(axis=1, skipna=True)
+    score = mean if how == "mean" else mean * items.shape[1]
+    return score.where(enough & (answered > 0))
+
+
+def score_measure(sessions: pd.DataFrame, items: list[str], reverse: list[str],
+                  subscales: dict[str, list[str]], low: float, high: float,
+                  how: str = "mean", min_fraction: float = 0.8) -> pd.DataFrame:
+    """Total and subscale scores for one item-based measure (columns 'total', '<subscale>')."""
+    keyed = sessions[items].astype(float).copy()
+    for item in reverse:
+        keyed[item] = reverse_key(keyed[item], low, high)
+    out = pd.DataFrame(index=sessions.index)
+    out["total"] = score_items(keyed, how, min_fraction)
+    for name, cols in subscales.items():
+        out[name] = score_items(keyed[cols], how, min_fraction)
+    return out

@@ -1,0 +1,53 @@
+"""Row-level checks shared by every input table; each failure names file, row, column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, spreadsheet_row
+
+
+def numeric_column(df: pd.DataFrame, col: str, file: str | Path) -> pd.Series:
+    """Column as floats; the first value that is not a number is reported."""
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() & df[col].notna()
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(file, f"'{df[col].iloc[pos]}' is not a number",
+                        row=spreadsheet_row(pos), column=col)
+    return values.astype(float)
+
+
+def require_rows(mask, df: pd.DataFrame, col: str, file: str | Path, reason: str) -> None:
+    """Raise for the first row where `mask` is False, saying how many rows are affected."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.all():
+        pos = int(np.flatnonzero(~mask)[0])
+        value = df[col].iloc[pos]
+        raise DataError(file, f"{reason} (value: {value!r}); "
+                              f"{int((~mask).sum())} row(s) affected",
+                        row=spreadsheet_row(pos), column=col)
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], file: str | Path, hint: str = "") -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(file, f"required column(s) missing: {', '.join(missing)}"
+                              f" (columns present: {', '.join(map(str, df.columns))}){hint}")
+
+
+def identifier_strings(series: pd.Series) -> pd.Series:
+    """Identifiers as clean strings; floats like 101.0 (from Excel/SPSS) become '101'."""
+    def one(v):
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v).strip()
+    return series.map(one, na_action="ignore")
+
+
+def in_range(values: pd.Series, low: float, high: float) -> np.ndarray:
+    """True where missing or inside [low, high]."""
+    return (values.isna() | ((values >= low) & (values <= high))).to_numpy()

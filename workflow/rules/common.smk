@@ -1,0 +1,70 @@
+# Configuration validation, dataset discovery and input functions.
+# Statistics live in the allianceflow package; rules only call its command line.
+
+import json
+from pathlib import Path
+
+from allianceflow.config import validate_config
+from allianceflow.io import TABLE_SUFFIXES
+
+# Validate before any job starts: unknown keys and bad values stop here, naming the key.
+config.update(
+    validate_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml", "config")
+)
+
+RAW = config["raw_dir"]
+
+
+def discover(kind):
+    """Each sub-folder of data/raw/<kind>/ is one dataset (hidden folders ignored)."""
+    root = Path(RAW) / kind
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+REVIEWS = discover("meta")
+TRIALS = discover("trials")
+
+
+wildcard_constraints:
+    review=r"[A-Za-z0-9_.\-]+",
+    trial=r"[A-Za-z0-9_.\-]+",
+
+
+def table_file(folder, stem):
+    """The raw table <stem>.csv|.xlsx|.sav in a dataset folder (cleaning reports if absent)."""
+    for suffix in TABLE_SUFFIXES:
+        path = Path(folder) / f"{stem}{suffix}"
+        if path.exists():
+            return str(path)
+    return []
+
+
+def optional(path):
+    return [str(path)] if Path(path).exists() else []
+
+
+def review_inputs(wildcards):
+    folder = Path(RAW) / "meta" / wildcards.review
+    return {"effects": table_file(folder, "effects"), "meta": optional(folder / "review.yaml")}
+
+
+def trial_inputs(wildcards):
+    folder = Path(RAW) / "trials" / wildcards.trial
+    return {
+        "patients": table_file(folder, "patients"),
+        "sessions": table_file(folder, "sessions"),
+        "meta": optional(folder / "trial.yaml"),
+    }
+
+
+def truth_file(kind, name):
+    return optional(Path(RAW) / kind / name / "truth.yaml")
+
+
+def fit_settings():
+    """Only the settings a fit depends on: changing them reruns the fits, nothing else."""
+    return json.dumps(
+        {k: config[k] for k in ("sampler", "meta", "checks")}, sort_keys=True
+    )

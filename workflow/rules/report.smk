@@ -1,0 +1,97 @@
+# Stage 4: papermill-executed notebooks rendered to HTML, and the index linking them.
+
+
+rule report_review:
+    input:
+        template="workflow/notebooks/review.ipynb",
+        effects="data/clean/meta/{review}/effects.csv",
+        info="data/clean/meta/{review}/review.json",
+        summary="data/fits/meta/{review}/summary.csv",
+        diagnostics="data/fits/meta/{review}/diagnostics.json",
+        provenance="data/fits/meta/{review}/provenance.json",
+        truth=lambda wildcards: truth_file("meta", wildcards.review),
+    output:
+        notebook="reports/meta/{review}.ipynb",
+        html="reports/meta/{review}.html",
+    params:
+        parameters=lambda wildcards, input: json.dumps(
+            {
+                "review": wildcards.review,
+                "effects_csv": input.effects,
+                "info_json": input.info,
+                "summary_csv": input.summary,
+                "diagnostics_json": input.diagnostics,
+                "provenance_json": input.provenance,
+                "truth_yaml": input.truth[0] if input.truth else "",
+            }
+        ),
+    log:
+        "logs/report/meta/{review}.log",
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m allianceflow render --template {input.template:q}"
+        " --notebook {output.notebook:q} --html {output.html:q}"
+        " --parameters {params.parameters:q} > {log:q} 2>&1"
+
+
+rule report_trial:
+    input:
+        template="workflow/notebooks/trial.ipynb",
+        sessions="data/clean/trials/{trial}/sessions.csv",
+        patients="data/clean/trials/{trial}/patients.csv",
+        info="data/clean/trials/{trial}/trial.json",
+        truth=lambda wildcards: truth_file("trials", wildcards.trial),
+    output:
+        notebook="reports/trials/{trial}.ipynb",
+        html="reports/trials/{trial}.html",
+    params:
+        parameters=lambda wildcards, input: json.dumps(
+            {
+                "trial": wildcards.trial,
+                "sessions_csv": input.sessions,
+                "patients_csv": input.patients,
+                "info_json": input.info,
+                "truth_yaml": input.truth[0] if input.truth else "",
+            }
+        ),
+    log:
+        "logs/report/trials/{trial}.log",
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m allianceflow render --template {input.template:q}"
+        " --notebook {output.notebook:q} --html {output.html:q}"
+        " --parameters {params.parameters:q} > {log:q} 2>&1"
+
+
+rule index:
+    input:
+        reviews=expand("reports/meta/{review}.html", review=REVIEWS),
+        trials=expand("reports/trials/{trial}.html", trial=TRIALS),
+        summaries=expand("data/fits/meta/{review}/summary.csv", review=REVIEWS),
+        diagnostics=expand("data/fits/meta/{review}/diagnostics.json", review=REVIEWS),
+        review_info=expand("data/clean/meta/{review}/review.json", review=REVIEWS),
+        trial_info=expand("data/clean/trials/{trial}/trial.json", trial=TRIALS),
+    output:
+        "reports/index.html",
+    params:
+        reviews=REVIEWS,
+        trials=TRIALS,
+    log:
+        "logs/report/index.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m allianceflow index --reports-dir reports --fits-dir data/fits"
+        " --clean-dir data/clean --reviews {params.reviews:q} --trials {params.trials:q}"
+        " --out {output:q} > {log:q} 2>&1"
