@@ -84,7 +84,8 @@ def clean_effects(raw: pd.DataFrame, meta: dict[str, Any], file: str | Path) -> 
         r = numeric_column(df, "r", file)
         n = numeric_column(df, "n", file)
         require_rows(np.isfinite(r), df, "r", file, "correlation is missing or not finite")
-        require_rows(np.abs(r) < 1, df, "r", file, "a correlation must lie strictly between -1 and 1")
+        require_rows(np.abs(r) < 1, df, "r", file,
+                     "a correlation must lie strictly between -1 and 1")
         require_rows(np.isfinite(n), df, "n", file, "sample size is missing or not finite")
         require_rows(n == np.round(n), df, "n", file, "sample size must be a whole number")
         require_rows(n > 3, df, "n", file, "sample size must exceed 3 (Fisher z variance 1/(n-3))")
@@ -118,7 +119,8 @@ def clean_effects(raw: pd.DataFrame, meta: dict[str, Any], file: str | Path) -> 
     if "year" in df.columns:
         year = numeric_column(df, "year", file)
         ok = year.isna() | ((year == np.round(year)) & (year > 1900) & (year < 2100))
-        require_rows(ok.to_numpy(), df, "year", file, "year must be a whole number between 1900 and 2100")
+        require_rows(ok.to_numpy(), df, "year", file,
+                     "year must be a whole number between 1900 and 2100")
         out["year"] = year.astype("Int64")
 
     for mod in meta.get("moderators", []):

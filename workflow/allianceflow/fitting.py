@@ -127,7 +127,8 @@ def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThres
     if not min_tail >= thresholds.min_ess_tail:
         failures.append(f"min tail ESS {min_tail:.0f} < {thresholds.min_ess_tail}")
     if divergences > thresholds.max_divergences:
-        failures.append(f"{divergences} divergent transitions (allowed {thresholds.max_divergences})")
+        failures.append(f"{divergences} divergent transitions "
+                        f"(allowed {thresholds.max_divergences})")
     if not float(bfmi_values.min()) >= thresholds.min_bfmi:
         failures.append(f"min E-BFMI {float(bfmi_values.min()):.2f} < {thresholds.min_bfmi}")
     return {

@@ -53,13 +53,12 @@ def load_trial_metadata(folder: Path) -> dict[str, Any]:
     for name, spec in meta["measures"].items():
         low, high = spec["range"]
         if not low < high:
-            raise ConfigError(f"{source}: measures.{name}.range must be [low, high] with low < high")
+            raise ConfigError(f"{source}: measures.{name}.range must be [low, high], low < high")
         items = spec.get("items", [])
-        for key in ("reverse",):
-            unknown = [i for i in spec.get(key, []) if i not in items]
-            if unknown:
-                raise ConfigError(f"{source}: measures.{name}.{key} lists {', '.join(unknown)}, "
-                                  "which are not among its items")
+        unknown = [i for i in spec.get("reverse", []) if i not in items]
+        if unknown:
+            raise ConfigError(f"{source}: measures.{name}.reverse lists {', '.join(unknown)}, "
+                              "which are not among its items")
         for sub, cols in spec.get("subscales", {}).items():
             unknown = [i for i in cols if i not in items]
             if unknown:

@@ -1,0 +1,49 @@
+"""Shared fixtures: paths, the validation data, small raw datasets written on the fly."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_VALIDATION = ROOT.parent / "shared" / "validation"
+LOCAL_VALIDATION = ROOT / "tests" / "data" / "validation"
+
+
+def validation_file(name: str) -> Path:
+    """Validation data from ../shared/validation/, or the copy in tests/data/validation/."""
+    for folder in (SHARED_VALIDATION, LOCAL_VALIDATION):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(name)
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def tmp_review(tmp_path):
+    """Write a review folder from (effects DataFrame, review.yaml text)."""
+    def make(effects, review_yaml: str | None = None, name: str = "rev", fmt: str = "csv"):
+        folder = tmp_path / "meta" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            effects.to_csv(folder / "effects.csv", index=False)
+        elif fmt == "xlsx":
+            effects.to_excel(folder / "effects.xlsx", index=False)
+        if review_yaml is not None:
+            (folder / "review.yaml").write_text(review_yaml)
+        return folder
+    return make
+
+
+@pytest.fixture
+def copy_tree():
+    def copy(src: Path, dst: Path) -> Path:
+        shutil.copytree(src, dst)
+        return dst
+    return copy

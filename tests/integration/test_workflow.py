@@ -1,0 +1,122 @@
+"""The real Snakemake workflow on tiny data in a temporary folder.
+
+Builds a throwaway project (Snakefile, workflow/, config/) with small raw data in
+all three formats (CSV, Excel, SPSS), runs it with config/test.yaml, and checks
+the outputs others depend on, the reports, idempotence and that data/raw is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from allianceflow import synthetic
+
+from ..conftest import ROOT
+
+pytestmark = pytest.mark.slow
+SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5", "r_hat", "ess_bulk",
+                   "ess_tail"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = ["timeout", "-k", "30", str(timeout), str(exe), "--workflow-profile",
+           "workflow/profiles/default", "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    work = tmp_path_factory.mktemp("project")
+    for item in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    raw = work / "data" / "raw"
+    # A real review (CSV), a small synthetic review (Excel), a small synthetic trial (SPSS).
+    k = raw / "meta" / "konstantopoulos2011"
+    shutil.copytree(ROOT / "data" / "raw" / "meta" / "konstantopoulos2011", k)
+    small = synthetic.alliance_outcome_review(seed=5, n_studies=25, n_effects=35)
+    small.name = "synthetic_small_review"
+    synthetic.write_dataset(small, raw, fmt="xlsx")
+    trial = synthetic.cbasp_rct(seed=6, n_patients=30, n_sessions=6, n_sites=2,
+                                therapists_per_site=2)
+    trial.name = "synthetic_small_trial"
+    synthetic.write_dataset(trial, raw, fmt="sav")
+    before = checksums(raw)
+    run = snakemake(work, "--configfile", "config/test.yaml")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return work, before, run
+
+
+def test_outputs_follow_the_contract(project):
+    work, _, _ = project
+    for review in ("konstantopoulos2011", "synthetic_small_review"):
+        fits = work / "data" / "fits" / "meta" / review
+        summary = pd.read_csv(fits / "summary.csv")
+        assert list(summary.columns) == SUMMARY_COLUMNS
+        params = set(summary["parameter"])
+        assert {"mu", "tau_study", "tau_es", "i2_study", "i2_es", "pred_low",
+                "pred_high"} <= params
+        diag = json.loads((fits / "diagnostics.json").read_text())
+        for d in diag["models"].values():
+            assert {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_bfmi",
+                    "pareto_k", "passed"} <= set(d)
+        assert (fits / "posterior.nc").stat().st_size > 0
+        prov = json.loads((fits / "provenance.json").read_text())
+        assert "pymc" in prov["packages"] and prov["settings"]["sampler"]["seed"] == 1
+    small = pd.read_csv(work / "data/fits/meta/synthetic_small_review/summary.csv")
+    assert "mu_r" in set(small["parameter"])  # correlations are back-transformed
+    trial = work / "data" / "clean" / "trials" / "synthetic_small_trial"
+    sessions = pd.read_csv(trial / "sessions.csv")
+    assert len(sessions) == 30 * 6  # full grid: missing sessions kept as rows
+    assert {"alliance_within", "alliance_pmean", "hrsd_lag1", "alliance_bond"} <= set(sessions)
+
+
+def test_reports_and_index(project):
+    work, _, _ = project
+    index = (work / "reports" / "index.html").read_text()
+    for name in ("konstantopoulos2011", "synthetic_small_review", "synthetic_small_trial"):
+        assert f"{name}.html" in index
+    assert index.count("synthetic</span>") >= 2 and "real</span>" in index
+    html = (work / "reports" / "meta" / "konstantopoulos2011.html").read_text()
+    summary = pd.read_csv(work / "data/fits/meta/konstantopoulos2011/summary.csv")
+    mu = summary.query("model == 'three_level' and parameter == 'mu'").iloc[0]
+    for value in (mu["mean"], mu["q2.5"], mu["q97.5"]):
+        assert f"{value:.3f}" in html, f"headline number {value:.3f} missing from the report"
+    assert "SYNTHETIC DATA" in (work / "reports/meta/synthetic_small_review.html").read_text()
+    assert (work / "reports/meta/konstantopoulos2011.ipynb").exists()
+    # Reports never print patient-level rows: no patient identifier appears.
+    trial_html = (work / "reports/trials/synthetic_small_trial.html").read_text()
+    assert not re.search(r"\bP0\d\d\b", trial_html)
+
+
+def test_raw_data_untouched_and_second_run_does_nothing(project):
+    work, before, _ = project
+    assert checksums(work / "data" / "raw") == before
+    again = snakemake(work, "--configfile", "config/test.yaml")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_bad_config_stops_before_any_job(project, tmp_path):
+    work, _, _ = project
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampler:\n  chians: 2\n")
+    run = snakemake(work, "--configfile", str(bad), "-n")
+    assert run.returncode != 0
+    assert "unknown key 'sampler.chians'" in run.stdout + run.stderr

@@ -1,0 +1,36 @@
+"""Config validation: defaults filled in, and a wrong key or value named before any job."""
+
+import pytest
+import yaml
+from allianceflow.config import validate_config
+from allianceflow.errors import ConfigError
+
+
+@pytest.fixture
+def schema(root):
+    return root / "config" / "config.schema.yaml"
+
+
+def test_defaults_fill_an_empty_config(schema):
+    cfg = validate_config({}, schema)
+    assert cfg["sampler"]["chains"] == 4 and cfg["sampler"]["backend"] == "nutpie"
+    assert cfg["checks"]["policy"] == "fail" and cfg["checks"]["max_rhat"] == 1.01
+    assert cfg["meta"]["priors"] == {"mu_sd": 0.5, "tau_sd": 0.5}
+
+
+def test_shipped_configs_are_valid(root, schema):
+    for name in ("config.yaml", "test.yaml"):
+        validate_config(yaml.safe_load((root / "config" / name).read_text()), schema)
+
+
+@pytest.mark.parametrize("cfg, words", [
+    ({"samplr": {}}, "unknown key 'samplr'"),
+    ({"sampler": {"chain": 4}}, "unknown key 'sampler.chain'"),
+    ({"sampler": {"chains": 0}}, "key 'sampler.chains'"),
+    ({"sampler": {"backend": "stan"}}, "key 'sampler.backend'"),
+    ({"checks": {"policy": "ignore"}}, "key 'checks.policy'"),
+    ({"meta": {"priors": {"mu_sd": -1}}}, "key 'meta.priors.mu_sd'"),
+])
+def test_wrong_key_or_value_is_named(schema, cfg, words):
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        validate_config(cfg, schema)
