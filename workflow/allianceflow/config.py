@@ -73,3 +73,15 @@ def validate_config(config: dict[str, Any], schema_path: str | Path,
 def validate_metadata(data: dict[str, Any], kind: str, source: str) -> dict[str, Any]:
     """Validate a review.yaml or trial.yaml mapping against the package's schema."""
     return validate(data, load_schema(SCHEMA_DIR / f"{kind}.schema.yaml"), source)
+
+
+def dataset_identity(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """What every report and the index say about a dataset: name, title, source, label."""
+    return {
+        "name": name,
+        "title": meta.get("title", name),
+        "citation": meta.get("citation", ""),
+        "licence": meta.get("licence", ""),
+        "synthetic": bool(meta["synthetic"]),
+        "generator": meta.get("generator"),
+    }

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import validate_metadata
+from .config import dataset_identity, validate_metadata
 from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
 from .tables import identifier_strings, numeric_column, require_rows
@@ -175,12 +175,7 @@ def load_review(folder: str | Path) -> Review:
     kind = detect_effect_type(renamed_cols, table)
     n_per_study = effects.groupby("study").size()
     info = {
-        "name": folder.name,
-        "title": meta.get("title", folder.name),
-        "citation": meta.get("citation", ""),
-        "licence": meta.get("licence", ""),
-        "synthetic": bool(meta["synthetic"]),
-        "generator": meta.get("generator"),
+        **dataset_identity(folder.name, meta),
         "effect_type": kind,
         "scale": "fisher_z" if kind == "r" else "raw",
         "measure": "r" if kind == "r" else meta.get("measure", "yi"),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import validate_metadata
+from .config import dataset_identity, validate_metadata
 from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
 from .scoring import score_measure
@@ -216,12 +216,7 @@ def load_trial(folder: str | Path) -> Trial:
                                 str(folder / "trial.yaml"))
         patients = patients.merge(changes, on="patient", how="left")
     info = {
-        "name": folder.name,
-        "title": meta.get("title", folder.name),
-        "citation": meta.get("citation", ""),
-        "licence": meta.get("licence", ""),
-        "synthetic": bool(meta["synthetic"]),
-        "generator": meta.get("generator"),
+        **dataset_identity(folder.name, meta),
         "n_patients": int(len(patients)),
         "n_session_rows": int(len(sessions)),
         "sessions": sorted(int(s) for s in full["session"].unique()),
