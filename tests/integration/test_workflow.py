@@ -81,6 +81,10 @@ def test_outputs_follow_the_contract(project):
         assert "pymc" in prov["packages"] and prov["settings"]["sampler"]["seed"] == 1
     small = pd.read_csv(work / "data/fits/meta/synthetic_small_review/summary.csv")
     assert "mu_r" in set(small["parameter"])  # correlations are back-transformed
+    # Declared moderators get one meta-regression each and one with all of them.
+    assert {"metareg_rater", "metareg_timing", "metareg_treatment", "metareg_all"} <= set(
+        small["model"])
+    assert "beta[rater:therapist]" in set(small.query("model == 'metareg_all'")["parameter"])
     trial = work / "data" / "clean" / "trials" / "synthetic_small_trial"
     sessions = pd.read_csv(trial / "sessions.csv")
     assert len(sessions) == 30 * 6  # full grid: missing sessions kept as rows

@@ -7,8 +7,11 @@ import pytensor.tensor as pt
 import pytest
 from allianceflow.models.meta import (
     MetaPriors,
+    ModelSpec,
     build_model,
-    models_for,
+    complete_rows,
+    model_specs,
+    moderator_design,
     study_block_logp,
     typical_sampling_variance,
 )
@@ -36,14 +39,48 @@ def test_typical_sampling_variance_equal_variances():
     assert typical_sampling_variance(np.full(10, 0.04)) == pytest.approx(0.04)
 
 
+RATER = {"name": "rater", "type": "categorical", "reference": "patient"}
+N_YEAR = {"name": "year", "type": "continuous"}
+
+
 def test_structure_follows_the_data():
-    assert models_for(False) == ["random_effects"]
-    assert models_for(True) == ["random_effects", "three_level"]
+    names = [s.name for s in model_specs(False, [])]
+    assert names == ["random_effects"]
+    names = [s.name for s in model_specs(True, [])]
+    assert names == ["random_effects", "three_level"]
+    specs = model_specs(True, [RATER, N_YEAR])
+    assert [s.name for s in specs] == ["random_effects", "three_level", "metareg_rater",
+                                       "metareg_year", "metareg_all"]
+    assert all(s.three_level for s in specs[1:])
+    assert [s.name for s in model_specs(False, [RATER])][-1] == "metareg_rater"
+
+
+def test_moderator_design_reference_dummies_and_centring():
+    e = pd.DataFrame({"rater": ["patient", "observer", "therapist", "observer"],
+                      "year": [2000.0, 2002.0, 2004.0, 2006.0]})
+    x, names = moderator_design(e, (RATER, N_YEAR))
+    assert names == ["rater:observer", "rater:therapist", "year"]
+    np.testing.assert_array_equal(x[:, 0], [0, 1, 0, 1])
+    np.testing.assert_array_equal(x[:, 1], [0, 0, 1, 0])
+    np.testing.assert_allclose(x[:, 2], [-3, -1, 1, 3])
+
+
+def test_meta_regression_drops_rows_missing_its_moderator():
+    e = pd.DataFrame({"study": ["a", "b", "c"], "yi": [0.1, 0.2, 0.3], "vi": [0.01] * 3,
+                      "rater": ["patient", None, "observer"]})
+    assert len(complete_rows(e, ModelSpec("metareg_rater", False, (RATER,)))) == 2
+    assert len(complete_rows(e, ModelSpec("random_effects", False))) == 3
 
 
 def test_models_have_the_design_parameter_names():
-    e = pd.DataFrame({"study": ["a", "a", "b"], "yi": [0.1, 0.2, 0.3], "vi": [0.01] * 3})
-    names = {v.name for v in build_model("three_level", e, MetaPriors()).free_RVs}
+    e = pd.DataFrame({"study": ["a", "a", "b"], "yi": [0.1, 0.2, 0.3], "vi": [0.01] * 3,
+                      "rater": ["patient", "observer", "patient"]})
+    names = {v.name for v in build_model(ModelSpec("three_level", True), e,
+                                         MetaPriors()).free_RVs}
     assert names == {"mu", "tau_study", "tau_es"}
-    names = {v.name for v in build_model("random_effects", e, MetaPriors()).free_RVs}
+    names = {v.name for v in build_model(ModelSpec("random_effects", False), e,
+                                         MetaPriors()).free_RVs}
     assert names == {"mu", "tau_study"}
+    names = {v.name for v in build_model(ModelSpec("metareg_rater", True, (RATER,)), e,
+                                         MetaPriors()).free_RVs}
+    assert names == {"mu", "beta", "tau_study", "tau_es"}

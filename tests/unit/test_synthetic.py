@@ -35,7 +35,7 @@ def test_shapes_match_the_motivating_studies():
     assert 0.25 < ao.truth["mu_r"] < 0.31
     iip = DEFAULT_GENERATORS[1]()
     assert iip.tables["effects"]["study"].nunique() == 27 and len(iip.tables["effects"]) == 48
-    assert -0.16 < iip.truth["mu_r"] < -0.10 and iip.truth["beta"]["timing[late]"] > 0
+    assert -0.16 < iip.truth["mu_r"] < -0.10 and iip.truth["beta"]["timing:late"] > 0
     rct = DEFAULT_GENERATORS[2]()
     assert len(rct.tables["patients"]) == 270
     assert rct.tables["patients"]["therapist"].nunique() > rct.tables["patients"]["site"].nunique()

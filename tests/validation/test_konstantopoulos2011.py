@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from allianceflow.fitting import SamplerSettings, sample
-from allianceflow.models.meta import MetaPriors, build_model
+from allianceflow.models.meta import MetaPriors, ModelSpec, build_model
 
 from ..conftest import validation_file
 
@@ -40,7 +40,7 @@ def draws(idata, name):
 
 
 def test_three_level_matches_metafor(effects):
-    idata = sample(build_model("three_level", effects, MetaPriors()), SETTINGS)
+    idata = sample(build_model(ModelSpec("three_level", True), effects, MetaPriors()), SETTINGS)
     assert int(idata["sample_stats"]["diverging"].sum()) == 0
     assert abs(draws(idata, "mu").mean() - 0.1847) < 0.02
     for name, reml, lo, hi in (("tau_study", 0.0651, 0.0222, 0.2072),
@@ -51,7 +51,7 @@ def test_three_level_matches_metafor(effects):
 
 
 def test_two_level_matches_metafor(effects):
-    idata = sample(build_model("random_effects", effects, MetaPriors()), SETTINGS)
+    idata = sample(build_model(ModelSpec("random_effects", False), effects, MetaPriors()), SETTINGS)
     assert abs(draws(idata, "mu").mean() - 0.1279) < 0.02
     # 56 effects identify tau^2 well: posterior median within 20% of REML's 0.0884.
     assert abs(np.median(draws(idata, "tau_study") ** 2) - 0.0884) / 0.0884 < 0.2

@@ -25,9 +25,11 @@ from .io import atomic_path, write_csv, write_json
 from .models.meta import (
     MetaPriors,
     build_model,
+    complete_rows,
     derived_quantities,
-    models_for,
+    model_specs,
     reported_parameters,
+    scalar_draws,
 )
 from .provenance import provenance
 
@@ -58,12 +60,14 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     correlation = info["effect_type"] == "r"
 
     summaries, diags, trees = [], {}, {}
-    for name in models_for(info["three_level"]):
-        idata = sample(build_model(name, effects, priors), settings)
+    for spec in model_specs(info["three_level"], info["moderators"]):
+        name = spec.name
+        data = complete_rows(effects, spec)
+        idata = sample(build_model(spec, data, priors), settings)
         post = idata["posterior"].to_dataset()
-        derived = derived_quantities(post, effects["vi"].to_numpy(), correlation, settings.seed)
-        draws = xr.merge([post, derived])
-        summary = summarise(draws, reported_parameters(name, correlation), name)
+        derived = derived_quantities(post, data["vi"].to_numpy(), correlation, settings.seed)
+        draws = xr.merge([scalar_draws(post), derived])
+        summary = summarise(draws, reported_parameters(spec, draws, correlation), name)
         theta = derived["theta_new"].to_numpy().ravel()
         reported = np.tanh(post["mu"].to_numpy().ravel()) if correlation else \
             post["mu"].to_numpy().ravel()
@@ -74,7 +78,8 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         summary = pd.concat([summary, point_rows(name, points)], ignore_index=True)
         summaries.append(summary)
         diags[name] = diagnostics(idata, summary, thresholds, name)
-        idata["posterior"] = xr.DataTree(draws.drop_vars("theta_new"))
+        diags[name]["n_effects_used"] = int(len(data))
+        idata["posterior"] = xr.DataTree(xr.merge([post, derived.drop_vars("theta_new")]))
         trees[name] = idata
 
     table = pd.concat(summaries, ignore_index=True)

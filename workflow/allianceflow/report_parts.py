@@ -89,6 +89,12 @@ def meta_truth_table(summary: pd.DataFrame, truth: dict[str, Any]) -> pd.DataFra
                          "estimate": round(r["mean"], 3),
                          "95% interval": f"[{r['q2.5']:.3f}, {r['q97.5']:.3f}]",
                          "covered": bool(r["q2.5"] <= truth[param] <= r["q97.5"])})
+    for name, value in truth.get("beta", {}).items():
+        for _, r in summary[summary["parameter"] == f"beta[{name}]"].iterrows():
+            rows.append({"model": r["model"], "parameter": f"beta[{name}]", "truth": value,
+                         "estimate": round(r["mean"], 3),
+                         "95% interval": f"[{r['q2.5']:.3f}, {r['q97.5']:.3f}]",
+                         "covered": bool(r["q2.5"] <= value <= r["q97.5"])})
     return pd.DataFrame(rows)
 
 

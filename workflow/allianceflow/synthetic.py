@@ -61,8 +61,8 @@ def alliance_outcome_review(seed: int = 2018, n_studies: int = 295,
     """
     rng = np.random.default_rng(seed)
     b0, tau_study, tau_es = 0.275, 0.10, 0.06
-    beta = {"rater[therapist]": -0.05, "rater[observer]": 0.02, "timing[late]": 0.03,
-            "treatment[psychodynamic]": 0.0, "treatment[other]": 0.0}
+    beta = {"rater:therapist": -0.05, "rater:observer": 0.02, "timing:late": 0.03,
+            "treatment:psychodynamic": 0.0, "treatment:other": 0.0}
     studies = _ids("S", n_studies)
     counts = _effects_per_study(rng, n_studies, n_effects)
     rater = rng.choice(["patient", "therapist", "observer"], n_studies, p=[0.6, 0.2, 0.2])
@@ -71,9 +71,9 @@ def alliance_outcome_review(seed: int = 2018, n_studies: int = 295,
     year = rng.integers(1978, 2018, n_studies)
     n_patients = np.clip(np.round(np.exp(rng.normal(np.log(60), 0.8, n_studies))), 12, 900)
     u = rng.normal(0, tau_study, n_studies)
-    xb = (b0 + beta["rater[therapist]"] * (rater == "therapist")
-          + beta["rater[observer]"] * (rater == "observer")
-          + beta["timing[late]"] * (timing == "late"))
+    xb = (b0 + beta["rater:therapist"] * (rater == "therapist")
+          + beta["rater:observer"] * (rater == "observer")
+          + beta["timing:late"] * (timing == "late"))
     s_idx = np.repeat(np.arange(n_studies), counts)
     es_id = np.concatenate([np.arange(1, k + 1) for k in counts])
     z_true = xb[s_idx] + u[s_idx] + rng.normal(0, tau_es, s_idx.size)
@@ -151,7 +151,7 @@ def iip_alliance_review(seed: int = 2024, n_studies: int = 27, n_effects: int = 
     truth = {
         "scale": "fisher_z",
         "model": "z_se = b_early + beta_late * late + u_s + w_se",
-        "b0": b_early, "beta": {"timing[late]": beta_late},
+        "b0": b_early, "beta": {"timing:late": beta_late},
         "tau_study": tau_study, "tau_es": tau_es,
         "mu": round(mu, 6), "mu_r": round(float(np.tanh(mu)), 6),
         "mu_note": "mean true z over the generated timing mix",

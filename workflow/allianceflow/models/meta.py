@@ -18,10 +18,16 @@ three_level, effect sizes j within studies s:
     no latent study effects, and the pointwise log-likelihood is per study, which
     makes PSIS-LOO a leave-one-study-out check.
 
+meta-regression (metareg_<moderator>, metareg_all): either structure with mean
+    mu + X beta, X holding dummies against each categorical moderator's reference level
+    and centred continuous moderators; mu is then the effect at the reference levels.
+
 Priors (weakly informative, set in config): mu ~ Normal(0, mu_sd);
 tau_study, tau_es ~ HalfNormal(tau_sd). On Fisher z, mu_sd = 0.5 keeps 95% of
 the prior for the pooled correlation within |r| < .75, and HalfNormal(0.5)
 allows anything from homogeneity to SDs of 0.5 (wide for alliance-outcome data).
+Moderator effects beta ~ Normal(0, beta_sd = 0.3): a difference of 0.3 in Fisher z
+(about .3 in r) between subgroups would be very large in this literature.
 """
 
 from __future__ import annotations
@@ -34,25 +40,116 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-MODEL_NAMES = ("random_effects", "three_level")
-
 
 @dataclass(frozen=True)
 class MetaPriors:
     mu_sd: float = 0.5
     tau_sd: float = 0.5
+    beta_sd: float = 0.3
 
 
-def random_effects_model(effects: pd.DataFrame, priors: MetaPriors) -> pm.Model:
-    """Two-level random-effects meta-analysis with the true-effect level integrated out."""
-    coords = {"effect": np.arange(len(effects))}
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a review: its name, its levels, and the moderators it regresses on."""
+
+    name: str
+    three_level: bool
+    moderators: tuple[dict, ...] = ()
+
+
+def model_specs(three_level: bool, moderators: list[dict]) -> list[ModelSpec]:
+    """Which models a review gets; the structure follows the data.
+
+    random_effects always; three_level where some study has several effect sizes;
+    with moderators declared, one meta-regression per moderator (`metareg_<name>`) and,
+    where there are several, one with all of them (`metareg_all`). Meta-regressions use
+    the three-level structure where it applies.
+    """
+    specs = [ModelSpec("random_effects", False)]
+    if three_level:
+        specs.append(ModelSpec("three_level", True))
+    for mod in moderators:
+        specs.append(ModelSpec(f"metareg_{mod['name']}", three_level, (mod,)))
+    if len(moderators) > 1:
+        specs.append(ModelSpec("metareg_all", three_level, tuple(moderators)))
+    return specs
+
+
+def moderator_design(effects: pd.DataFrame, moderators: tuple[dict, ...]
+                     ) -> tuple[np.ndarray, list[str]]:
+    """Design matrix: dummies against the reference level; continuous moderators centred.
+
+    Column names: `<moderator>:<level>` for categorical, `<moderator>` for continuous.
+    """
+    columns, names = [], []
+    for mod in moderators:
+        x = effects[mod["name"]]
+        if mod["type"] == "continuous":
+            columns.append((x - x.mean()).to_numpy(float))
+            names.append(mod["name"])
+            continue
+        levels = sorted(x.dropna().astype(str).unique())
+        reference = str(mod.get("reference", levels[0]))
+        for level in levels:
+            if level != reference:
+                columns.append((x.astype(str) == level).to_numpy(float))
+                names.append(f"{mod['name']}:{level}")
+    return np.column_stack(columns), names
+
+
+def complete_rows(effects: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Effects with every moderator of the model present (a meta-regression drops the rest)."""
+    cols = [m["name"] for m in spec.moderators]
+    return effects.dropna(subset=cols).reset_index(drop=True) if cols else effects
+
+
+def build_model(spec: ModelSpec, effects: pd.DataFrame, priors: MetaPriors) -> pm.Model:
+    """Random-effects meta-analysis or meta-regression, random levels integrated out.
+
+    The linear predictor is mu + X beta, with beta ~ Normal(0, beta_sd) on the analysis
+    scale; mu is then the effect at the reference levels (continuous moderators at their
+    mean).
+    """
+    study_idx, studies = pd.factorize(effects["study"], sort=False)
+    coords = {"effect": np.arange(len(effects)), "study": list(studies)}
+    if spec.moderators:
+        x, names = moderator_design(effects, spec.moderators)
+        coords["moderator"] = names
     with pm.Model(coords=coords) as model:
         y = pm.Data("yi", effects["yi"].to_numpy(float), dims="effect")
         v = pm.Data("vi", effects["vi"].to_numpy(float), dims="effect")
         mu = pm.Normal("mu", 0.0, priors.mu_sd)
-        tau = pm.HalfNormal("tau_study", priors.tau_sd)
-        pm.Normal("y", mu=mu, sigma=pm.math.sqrt(v + tau**2), observed=y, dims="effect")
+        mean = mu
+        if spec.moderators:
+            beta = pm.Normal("beta", 0.0, priors.beta_sd, dims="moderator")
+            mean = mu + pt.dot(pm.Data("X", x, dims=("effect", "moderator")), beta)
+        tau_study = pm.HalfNormal("tau_study", priors.tau_sd)
+        if not spec.three_level:
+            pm.Normal("y", mu=mean, sigma=pm.math.sqrt(v + tau_study**2), observed=y,
+                      dims="effect")
+            return model
+        tau_es = pm.HalfNormal("tau_es", priors.tau_sd)
+        idx = pm.Data("study_idx", study_idx, dims="effect")
+        n_per_study = np.bincount(study_idx).astype(float)
+        k = pm.Data("n_per_study", n_per_study, dims="study")
+        # The observed node is per study (its number of effects stands in as the value);
+        # the likelihood of the study's effects is computed from the data above.
+        pm.CustomDist(
+            "y_study", mean, tau_study, tau_es,
+            logp=lambda _value, m, ts, te: study_block_logp(y, v, idx, k, m, ts, te),
+            observed=n_per_study, dims="study",
+        )
     return model
+
+
+def scalar_draws(posterior: xr.Dataset) -> xr.Dataset:
+    """Split vector parameters into named scalars: beta -> beta[<moderator>]."""
+    out = posterior.copy()
+    if "beta" in posterior:
+        for name in posterior["beta"].coords["moderator"].values:
+            out[f"beta[{name}]"] = posterior["beta"].sel(moderator=name, drop=True)
+        out = out.drop_vars(["beta", "moderator"])
+    return out
 
 
 def segment_sum(values, index, n_segments: int):
@@ -80,39 +177,6 @@ def study_block_logp(y, v, index, n_per_study, mu, tau_study, tau_es):
     quad = sum_wr2 - t * sum_wr**2 / denom
     logdet = sum_logd + pt.log(denom)
     return -0.5 * (n_per_study * np.log(2 * np.pi) + logdet + quad)
-
-
-def three_level_model(effects: pd.DataFrame, priors: MetaPriors) -> pm.Model:
-    """Three-level meta-analysis, effect-size and study levels integrated out analytically."""
-    study_idx, studies = pd.factorize(effects["study"], sort=False)
-    n_per_study = np.bincount(study_idx).astype(float)
-    coords = {"effect": np.arange(len(effects)), "study": list(studies)}
-    with pm.Model(coords=coords) as model:
-        y = pm.Data("yi", effects["yi"].to_numpy(float), dims="effect")
-        v = pm.Data("vi", effects["vi"].to_numpy(float), dims="effect")
-        idx = pm.Data("study_idx", study_idx, dims="effect")
-        k = pm.Data("n_per_study", n_per_study, dims="study")
-        mu = pm.Normal("mu", 0.0, priors.mu_sd)
-        tau_study = pm.HalfNormal("tau_study", priors.tau_sd)
-        tau_es = pm.HalfNormal("tau_es", priors.tau_sd)
-        # The observed node is per study (its number of effects stands in as the value);
-        # the likelihood of the study's effects is computed from the data above.
-        pm.CustomDist(
-            "y_study", mu, tau_study, tau_es,
-            logp=lambda _value, m, ts, te: study_block_logp(y, v, idx, k, m, ts, te),
-            observed=n_per_study, dims="study",
-        )
-    return model
-
-
-def build_model(name: str, effects: pd.DataFrame, priors: MetaPriors) -> pm.Model:
-    builders = {"random_effects": random_effects_model, "three_level": three_level_model}
-    return builders[name](effects, priors)
-
-
-def models_for(three_level: bool) -> list[str]:
-    """Structure follows the data: three-level wherever some study has several effects."""
-    return ["random_effects", "three_level"] if three_level else ["random_effects"]
 
 
 def typical_sampling_variance(vi: np.ndarray) -> float:
@@ -153,10 +217,9 @@ def derived_quantities(posterior: xr.Dataset, vi: np.ndarray, correlation: bool,
     return xr.Dataset(out)
 
 
-def reported_parameters(model_name: str, correlation: bool) -> list[str]:
-    names = ["mu"] + (["mu_r"] if correlation else []) + ["tau_study"]
-    if model_name == "three_level":
-        names += ["tau_es", "i2_study", "i2_es"]
-    else:
-        names += ["i2_study"]
+def reported_parameters(spec: ModelSpec, draws: xr.Dataset, correlation: bool) -> list[str]:
+    names = ["mu"] + (["mu_r"] if correlation else [])
+    names += sorted(n for n in draws.data_vars if n.startswith("beta["))
+    names += ["tau_study"]
+    names += ["tau_es", "i2_study", "i2_es"] if spec.three_level else ["i2_study"]
     return names
