@@ -23,8 +23,6 @@ from .io import find_table, read_table, read_yaml
 from .scoring import score_measure
 from .tables import identifier_strings, in_range, numeric_column, require_columns, require_rows
 
-ROLE_COLUMNS = ("patient", "session", "arm", "therapist", "site")
-
 
 @dataclass(frozen=True)
 class Trial:
