@@ -16,7 +16,7 @@ import pandas as pd
 from .config import dataset_identity, validate_metadata
 from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
-from .tables import identifier_strings, numeric_column, require_rows
+from .tables import identifier_strings, numeric_column, require_rows, to_contract_names
 
 EFFECT_TYPES = {"r": ("r", "n"), "yi_vi": ("yi", "vi"), "yi_sei": ("yi", "sei")}
 
@@ -58,23 +58,13 @@ def detect_effect_type(columns: list[str], file: str | Path) -> str:
     return present[0]
 
 
-def clean_effects(raw: pd.DataFrame, meta: dict[str, Any], file: str | Path) -> pd.DataFrame:
-    """Validate raw effect rows and return the tidy analysis table.
+def clean_effects(df: pd.DataFrame, meta: dict[str, Any], kind: str,
+                  file: str | Path) -> pd.DataFrame:
+    """Validate effect rows (already in the contract's column names) into the analysis table.
 
     Output columns: study, es_id, yi, vi, sei, then year and moderators where given;
     for correlations also r and n. yi is on the analysis scale (Fisher z for r).
     """
-    rename = {v: k for k, v in meta.get("columns", {}).items()}
-    missing_mapped = [v for v in rename if v not in raw.columns]
-    if missing_mapped:
-        raise DataError(file, f"review.yaml maps to column(s) not in the file: "
-                              f"{', '.join(missing_mapped)}")
-    df = raw.rename(columns=rename).reset_index(drop=True)
-    if "study" not in df.columns:
-        raise DataError(file, "required column 'study' is missing "
-                              "(map your own name with review.yaml columns: {study: ...})")
-    kind = detect_effect_type(list(df.columns), file)
-
     study = df["study"]
     require_rows(study.notna().to_numpy() & (study.astype(str).str.strip() != ""), df, "study",
              file, "study identifier is empty")
@@ -166,13 +156,14 @@ def load_review(folder: str | Path) -> Review:
     raw_meta = read_yaml(meta_path) if meta_path.exists() else {}
     meta = validate_metadata(raw_meta, "review", str(meta_path))
     table = find_table(folder, "effects")
-    raw = read_table(table)
-    to_contract = {v: k for k, v in meta["columns"].items()}
-    renamed_cols = [to_contract.get(c, c) for c in raw.columns]
-    check_moderators(meta, renamed_cols, str(meta_path))
-    effects = clean_effects(raw, meta, table)
+    df = to_contract_names(read_table(table), meta["columns"], table, all_present=True)
+    check_moderators(meta, list(df.columns), str(meta_path))
+    if "study" not in df.columns:
+        raise DataError(table, "required column 'study' is missing "
+                               "(map your own name with review.yaml columns: {study: ...})")
+    kind = detect_effect_type(list(df.columns), table)
+    effects = clean_effects(df, meta, kind, table)
     check_reference_levels(meta, effects, str(meta_path))
-    kind = detect_effect_type(renamed_cols, table)
     n_per_study = effects.groupby("study").size()
     info = {
         **dataset_identity(folder.name, meta),

@@ -51,3 +51,19 @@ def identifier_strings(series: pd.Series) -> pd.Series:
 def in_range(values: pd.Series, low: float, high: float) -> np.ndarray:
     """True where missing or inside [low, high]."""
     return (values.isna() | ((values >= low) & (values <= high))).to_numpy()
+
+
+def to_contract_names(raw: pd.DataFrame, columns_map: dict[str, str], file: str | Path,
+                      all_present: bool = False) -> pd.DataFrame:
+    """Rename a dataset's own column names to the contract's (metadata `columns:` mapping).
+
+    With `all_present`, every mapped column must exist in this file (a review has one
+    table); trials map names across two tables, so there a missing one is not an error.
+    """
+    if all_present:
+        missing = [v for v in columns_map.values() if v not in raw.columns]
+        if missing:
+            raise DataError(file, f"review.yaml maps to column(s) not in the file: "
+                                  f"{', '.join(missing)}")
+    to_contract = {v: k for k, v in columns_map.items()}
+    return raw.rename(columns=to_contract).reset_index(drop=True)

@@ -21,7 +21,14 @@ from .config import dataset_identity, validate_metadata
 from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
 from .scoring import score_measure
-from .tables import identifier_strings, in_range, numeric_column, require_columns, require_rows
+from .tables import (
+    identifier_strings,
+    in_range,
+    numeric_column,
+    require_columns,
+    require_rows,
+    to_contract_names,
+)
 
 
 @dataclass(frozen=True)
@@ -69,13 +76,8 @@ def load_trial_metadata(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _mapped(df: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
-    to_contract = {v: k for k, v in meta["columns"].items()}
-    return df.rename(columns=to_contract).reset_index(drop=True)
-
-
 def clean_patients(raw: pd.DataFrame, meta: dict[str, Any], file: Path) -> pd.DataFrame:
-    df = _mapped(raw, meta)
+    df = to_contract_names(raw, meta["columns"], file)
     require_columns(df, ["patient"], file, " (map your own name in trial.yaml columns)")
     require_rows(df["patient"].notna(), df, "patient", file, "patient identifier is empty")
     out = pd.DataFrame({"patient": identifier_strings(df["patient"])})
@@ -115,7 +117,7 @@ def clean_patients(raw: pd.DataFrame, meta: dict[str, Any], file: Path) -> pd.Da
 
 def clean_sessions(raw: pd.DataFrame, meta: dict[str, Any], patients: pd.DataFrame,
                    file: Path) -> pd.DataFrame:
-    df = _mapped(raw, meta)
+    df = to_contract_names(raw, meta["columns"], file)
     require_columns(df, ["patient", "session"], file, " (map your own names in trial.yaml)")
     require_rows(df["patient"].notna(), df, "patient", file, "patient identifier is empty")
     df["patient"] = identifier_strings(df["patient"])
