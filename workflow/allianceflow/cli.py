@@ -35,6 +35,12 @@ def cmd_fit_review(args) -> None:
     fit_review(args.effects, args.info, args.out, _settings(args))
 
 
+def cmd_influence_review(args) -> None:
+    from .meta_influence import influence_review
+
+    influence_review(args.effects, args.info, args.out, _settings(args))
+
+
 def cmd_clean_trial(args) -> None:
     from .trial_stage import clean_trial
 
@@ -78,13 +84,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--info", required=True)
     s.set_defaults(func=cmd_clean_review)
 
-    s = sub.add_parser("fit-review", help="fit the meta-analysis models of one review")
-    s.add_argument("--effects", required=True)
-    s.add_argument("--info", required=True)
-    s.add_argument("--settings", required=True,
-                   help="JSON object with the validated sampler, meta and checks settings")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_fit_review)
+    for name, func, text in [
+        ("fit-review", cmd_fit_review, "fit the meta-analysis models of one review"),
+        ("influence-review", cmd_influence_review,
+         "leave-one-study-out and cumulative refits of one review's primary model"),
+    ]:
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--effects", required=True)
+        s.add_argument("--info", required=True)
+        s.add_argument("--settings", required=True,
+                       help="JSON object with the validated sampler, meta and checks settings")
+        s.add_argument("--out", required=True)
+        s.set_defaults(func=func)
 
     s = sub.add_parser("clean-trial", help="validate and clean one trial folder")
     s.add_argument("--raw", required=True)

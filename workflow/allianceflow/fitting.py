@@ -46,12 +46,13 @@ class GateThresholds:
         return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
 
 
-def sample(model: pm.Model, settings: SamplerSettings) -> xr.DataTree:
-    """NUTS draws (nutpie by default) with pointwise log-likelihood for LOO."""
+def sample(model: pm.Model, settings: SamplerSettings,
+           log_likelihood: bool = True) -> xr.DataTree:
+    """NUTS draws (nutpie by default), with pointwise log-likelihood for LOO."""
     kwargs: dict[str, Any] = dict(
         draws=settings.draws, tune=settings.tune, chains=settings.chains,
         cores=min(settings.threads, settings.chains), random_seed=settings.seed,
-        progressbar=False, idata_kwargs={"log_likelihood": True}, model=model,
+        progressbar=False, idata_kwargs={"log_likelihood": log_likelihood}, model=model,
     )
     if settings.backend == "nutpie":
         kwargs.update(nuts_sampler="nutpie",
@@ -62,6 +63,40 @@ def sample(model: pm.Model, settings: SamplerSettings) -> xr.DataTree:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return pm.sample(**kwargs)
+
+
+class Refitter:
+    """One model compiled once and sampled again with new data values (pm.Data names).
+
+    With nutpie the compiled model is reused through `with_data`; with the PyMC
+    sampler the data are swapped with `pm.set_data`. Returns the posterior and the
+    sampler statistics as Datasets.
+    """
+
+    def __init__(self, model: pm.Model, settings: SamplerSettings):
+        self.model = model
+        self.settings = settings
+        self.compiled = None
+        if settings.backend == "nutpie":
+            import nutpie
+
+            self.compiled = nutpie.compile_pymc_model(model)
+
+    def fit(self, **data: np.ndarray) -> tuple[xr.Dataset, xr.Dataset]:
+        s = self.settings
+        if self.compiled is not None:
+            import nutpie
+
+            tree = nutpie.sample(
+                self.compiled.with_data(**data), draws=s.draws, tune=s.tune, chains=s.chains,
+                cores=min(s.threads, s.chains), seed=s.seed, progress_bar=False,
+                target_accept=s.target_accept,
+            )
+        else:
+            with self.model:
+                pm.set_data(data)
+            tree = sample(self.model, s, log_likelihood=False)
+        return tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset()
 
 
 def summarise(draws: xr.Dataset, names: list[str], model: str) -> pd.DataFrame:

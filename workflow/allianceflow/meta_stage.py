@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import stats
 
 from .effects import load_review
 from .errors import AllianceFlowError
 from .fitting import (
+    SUMMARY_COLUMNS,
     GateThresholds,
     SamplerSettings,
     diagnostics,
@@ -22,6 +26,13 @@ from .fitting import (
     summarise,
 )
 from .io import atomic_path, write_csv, write_json
+from .models.bias import (
+    AVERAGED_MODELS,
+    check_cutpoints,
+    interval_labels,
+    mixture_draws,
+    p_interval,
+)
 from .models.meta import (
     MetaPriors,
     build_model,
@@ -44,12 +55,26 @@ def clean_review(raw_folder: str | Path, out_effects: str | Path, out_info: str 
     write_json(review.info, out_info)
 
 
+def expected_direction_points(reported: np.ndarray, thresholds: list[float],
+                              direction: int) -> dict[str, float]:
+    """P(effect > 0) always; then P(effect beyond each threshold) in the expected direction
+    (prob_gt[t] for positive reviews, prob_lt[-t] for negative ones), on the reported scale."""
+    points = {"prob_gt[0]": float((reported > 0).mean())}
+    for t in thresholds:
+        if direction > 0:
+            points[f"prob_gt[{t:g}]"] = float((reported > t).mean())
+        else:
+            points[f"prob_lt[{-t:g}]"] = float((reported < -t).mean())
+    return points
+
+
 def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Path,
                config: dict[str, Any]) -> pd.DataFrame:
     """Fit every applicable model of one review; write summary, diagnostics, posterior.
 
     Outputs (names fixed by DESIGN.md): summary.csv, diagnostics.json,
-    posterior.nc (one group per model), provenance.json.
+    posterior.nc (one group per model), provenance.json; and funnel.csv, the
+    funnel-plot data with each effect's one-sided p-value interval.
     """
     out_dir = Path(out_dir)
     effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
@@ -57,10 +82,12 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     settings = SamplerSettings.from_config(config["sampler"])
     thresholds = GateThresholds.from_config(config["checks"])
     priors = MetaPriors(**config["meta"]["priors"])
+    cutpoints = check_cutpoints(config["meta"]["selection_cutpoints"])
     correlation = info["effect_type"] == "r"
+    direction = int(info.get("direction", 1))
 
     summaries, diags, trees = [], {}, {}
-    for spec in model_specs(info["three_level"], info["moderators"]):
+    for spec in model_specs(info["three_level"], info["moderators"], cutpoints, direction):
         name = spec.name
         data = complete_rows(effects, spec)
         idata = sample(build_model(spec, data, priors), settings)
@@ -69,12 +96,10 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         draws = xr.merge([scalar_draws(post), derived])
         summary = summarise(draws, reported_parameters(spec, draws, correlation), name)
         theta = derived["theta_new"].to_numpy().ravel()
-        reported = np.tanh(post["mu"].to_numpy().ravel()) if correlation else \
-            post["mu"].to_numpy().ravel()
         points = {"pred_low": float(np.quantile(theta, 0.025)),
                   "pred_high": float(np.quantile(theta, 0.975))}
-        for t in [0.0, *config["meta"]["thresholds"]]:
-            points[f"prob_gt[{t:g}]"] = float((reported > t).mean())
+        points |= expected_direction_points(reported_scale(post["mu"], correlation),
+                                            config["meta"]["thresholds"], direction)
         summary = pd.concat([summary, point_rows(name, points)], ignore_index=True)
         summaries.append(summary)
         diags[name] = diagnostics(idata, summary, thresholds, name)
@@ -82,11 +107,14 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         idata["posterior"] = xr.DataTree(xr.merge([post, derived.drop_vars("theta_new")]))
         trees[name] = idata
 
+    summaries.append(averaged_rows(trees, correlation, config["meta"]["thresholds"],
+                                   direction, settings.seed))
     table = pd.concat(summaries, ignore_index=True)
     passed = all(d["passed"] for d in diags.values())
     diag_doc = {"review": info["name"], "policy": thresholds.policy, "passed": passed,
                 "models": diags}
     write_csv(table, out_dir / "summary.csv")
+    write_csv(funnel_table(effects, cutpoints, direction), out_dir / "funnel.csv")
     write_json(diag_doc, out_dir / "diagnostics.json")
     root = xr.DataTree.from_dict({f"{m}/{g}": t[g].to_dataset() for m, t in trees.items()
                                   for g in t.children})
@@ -94,9 +122,57 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         root.to_netcdf(tmp, engine="h5netcdf")
     write_json(provenance([effects_csv, info_json],
                           {"sampler": settings.__dict__, "priors": priors.__dict__,
+                           "selection_cutpoints": list(cutpoints),
                            "checks": thresholds.__dict__}),
                out_dir / "provenance.json")
     if not passed and thresholds.policy == "fail":
         raise GateFailure("; ".join(gate_message(d, info["name"]) for d in diags.values()
                                     if not d["passed"]))
     return table
+
+
+def reported_scale(mu: xr.DataArray, correlation: bool) -> np.ndarray:
+    x = mu.to_numpy().ravel()
+    return np.tanh(x) if correlation else x
+
+
+def averaged_rows(trees: dict[str, xr.DataTree], correlation: bool, thresholds: list[float],
+                  direction: int, seed: int) -> pd.DataFrame:
+    """Model `bias_averaged`: stacking weights of random_effects, pet, peese and selection
+    (PSIS-LOO over effect sizes) and the pooled effect of their weighted mixture.
+
+    R-hat and ESS are left empty: the mixture is not one Markov chain; each component's
+    convergence is in its own rows.
+    """
+    members = {m: trees[m] for m in AVERAGED_MODELS if m in trees}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        comparison = az.compare(members, method="stacking")
+    weights = {m: float(comparison.loc[m, "weight"]) for m in members}
+    mu = mixture_draws({m: t["posterior"]["mu"].to_numpy().ravel() for m, t in members.items()},
+                       weights, seed)
+    rows = []
+    for name, x in [("mu", mu)] + ([("mu_r", np.tanh(mu))] if correlation else []):
+        rows.append({"model": "bias_averaged", "parameter": name, "mean": x.mean(),
+                     "sd": x.std(ddof=1), "q2.5": np.quantile(x, 0.025),
+                     "q97.5": np.quantile(x, 0.975)})
+    points = {f"weight[{m}]": w for m, w in weights.items()}
+    points |= {f"elpd_diff[{m}]": float(comparison.loc[m, "elpd_diff"]) for m in members}
+    points |= expected_direction_points(np.tanh(mu) if correlation else mu, thresholds,
+                                        direction)
+    return pd.concat([pd.DataFrame(rows, columns=SUMMARY_COLUMNS),
+                      point_rows("bias_averaged", points)], ignore_index=True)
+
+
+def funnel_table(effects: pd.DataFrame, cutpoints: tuple[float, ...],
+                 direction: int) -> pd.DataFrame:
+    """Funnel-plot data: each effect with its SE, one-sided p-value (in the expected
+    direction) and the selection model's p-value interval it falls in."""
+    se = np.sqrt(effects["vi"].to_numpy(float))
+    yi = effects["yi"].to_numpy(float)
+    labels = interval_labels(cutpoints)
+    return pd.DataFrame({
+        "study": effects["study"], "es_id": effects["es_id"], "yi": yi, "sei": se,
+        "p_one_sided": stats.norm.sf(direction * yi / se),
+        "p_interval": [labels[j] for j in p_interval(yi, se, cutpoints, direction)],
+    })

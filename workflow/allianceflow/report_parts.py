@@ -159,9 +159,10 @@ def plain_sentence(summary: pd.DataFrame, info: dict[str, Any], model: str) -> s
     est = rows.loc["mu_r" if corr else "mu"]
     what = "correlation" if corr else f"effect ({info.get('measure', 'yi')})"
     p0 = rows.loc["prob_gt[0]", "mean"]
+    side = ("exceeds zero", p0) if info.get("direction", 1) > 0 else ("is below zero", 1 - p0)
     return (f"Across {info['n_studies']} studies ({info['n_effects']} effect sizes), the pooled "
             f"{what} is {est['mean']:.3f} (95% credible interval {est['q2.5']:.3f} to "
-            f"{est['q97.5']:.3f}; posterior probability that it exceeds zero {p0:.3f}). "
+            f"{est['q97.5']:.3f}; posterior probability that it {side[0]} {side[1]:.3f}). "
             f"A new study's true {what} would lie between {rows.loc['pred_low', 'mean']:.3f} "
             f"and {rows.loc['pred_high', 'mean']:.3f} with 95% probability "
             f"({model.replace('_', '-')} model).")

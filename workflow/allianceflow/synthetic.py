@@ -145,6 +145,7 @@ def iip_alliance_review(seed: int = 2024, n_studies: int = 27, n_effects: int = 
         "notes": SYNTHETIC_NOTE,
         "synthetic": True,
         "generator": {"function": "allianceflow.synthetic.iip_alliance_review", "seed": seed},
+        "expected_direction": "negative",
         "moderators": [{"name": "timing", "type": "categorical", "reference": "early",
                         "label": "Timing of alliance measurement"}],
     }

@@ -1,5 +1,7 @@
 # Stage 2: Bayesian meta-analysis per review (two-level; three-level where a study
-# has several effect sizes). Writes summary.csv, diagnostics.json, posterior.nc.
+# has several effect sizes; meta-regressions; publication-bias models and their
+# stacking average). Writes summary.csv, diagnostics.json, posterior.nc, funnel.csv;
+# then leave-one-study-out and cumulative refits of the primary model.
 
 
 rule fit_review:
@@ -11,6 +13,7 @@ rule fit_review:
         diagnostics="data/fits/meta/{review}/diagnostics.json",
         posterior="data/fits/meta/{review}/posterior.nc",
         provenance="data/fits/meta/{review}/provenance.json",
+        funnel="data/fits/meta/{review}/funnel.csv",
     params:
         settings=fit_settings(),
         out=lambda wildcards, output: str(Path(output.summary).parent),
@@ -25,3 +28,27 @@ rule fit_review:
     shell:
         "python -m allianceflow fit-review --effects {input.effects:q} --info {input.info:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule influence_review:
+    input:
+        effects="data/clean/meta/{review}/effects.csv",
+        info="data/clean/meta/{review}/review.json",
+    output:
+        loso="data/fits/meta/{review}/loso.csv",
+        cumulative="data/fits/meta/{review}/cumulative.csv",
+    params:
+        settings=fit_settings(),
+        out=lambda wildcards, output: str(Path(output.loso).parent),
+    threads: config["sampler"]["threads"]
+    log:
+        "logs/influence/meta/{review}.log",
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m allianceflow influence-review --effects {input.effects:q}"
+        " --info {input.info:q} --settings {params.settings:q} --out {params.out:q}"
+        " > {log:q} 2>&1"

@@ -9,6 +9,10 @@ rule report_review:
         summary="data/fits/meta/{review}/summary.csv",
         diagnostics="data/fits/meta/{review}/diagnostics.json",
         provenance="data/fits/meta/{review}/provenance.json",
+        funnel="data/fits/meta/{review}/funnel.csv",
+        posterior="data/fits/meta/{review}/posterior.nc",
+        loso="data/fits/meta/{review}/loso.csv",
+        cumulative="data/fits/meta/{review}/cumulative.csv",
         truth=lambda wildcards: truth_file("meta", wildcards.review),
     output:
         notebook="reports/meta/{review}.ipynb",
@@ -22,6 +26,10 @@ rule report_review:
                 "summary_csv": input.summary,
                 "diagnostics_json": input.diagnostics,
                 "provenance_json": input.provenance,
+                "funnel_csv": input.funnel,
+                "posterior_nc": input.posterior,
+                "loso_csv": input.loso,
+                "cumulative_csv": input.cumulative,
                 "truth_yaml": input.truth[0] if input.truth else "",
             }
         ),

@@ -37,8 +37,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import xarray as xr
+
+from .bias import (
+    BIAS_MODELS,
+    interval_labels,
+    selection_logp,
+    selection_scalar_draws,
+    selection_weights,
+)
+
+DEFAULT_CUTPOINTS = (0.025, 0.05, 0.5)
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class MetaPriors:
     mu_sd: float = 0.5
     tau_sd: float = 0.5
     beta_sd: float = 0.3
+    pet_sd: float = 2.0
+    peese_sd: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,15 +68,26 @@ class ModelSpec:
     name: str
     three_level: bool
     moderators: tuple[dict, ...] = ()
+    bias: str = ""  # "", "pet", "peese" or "selection" (see models/bias.py)
+    cutpoints: tuple[float, ...] = DEFAULT_CUTPOINTS
+    direction: int = 1  # +1: selection favours positive effects; -1: negative ones
 
 
-def model_specs(three_level: bool, moderators: list[dict]) -> list[ModelSpec]:
+def primary_spec(three_level: bool) -> ModelSpec:
+    """The model that leave-one-study-out and cumulative analyses refit."""
+    return ModelSpec("three_level", True) if three_level else ModelSpec("random_effects", False)
+
+
+def model_specs(three_level: bool, moderators: list[dict],
+                cutpoints: tuple[float, ...] = DEFAULT_CUTPOINTS,
+                direction: int = 1) -> list[ModelSpec]:
     """Which models a review gets; the structure follows the data.
 
     random_effects always; three_level where some study has several effect sizes;
     with moderators declared, one meta-regression per moderator (`metareg_<name>`) and,
     where there are several, one with all of them (`metareg_all`). Meta-regressions use
-    the three-level structure where it applies.
+    the three-level structure where it applies. The publication-bias models (pet, peese,
+    selection) are two-level, like random_effects, so that the four can be averaged.
     """
     specs = [ModelSpec("random_effects", False)]
     if three_level:
@@ -72,6 +96,8 @@ def model_specs(three_level: bool, moderators: list[dict]) -> list[ModelSpec]:
         specs.append(ModelSpec(f"metareg_{mod['name']}", three_level, (mod,)))
     if len(moderators) > 1:
         specs.append(ModelSpec("metareg_all", three_level, tuple(moderators)))
+    specs += [ModelSpec(kind, False, bias=kind, cutpoints=tuple(cutpoints),
+                        direction=direction) for kind in BIAS_MODELS]
     return specs
 
 
@@ -115,18 +141,35 @@ def build_model(spec: ModelSpec, effects: pd.DataFrame, priors: MetaPriors) -> p
     if spec.moderators:
         x, names = moderator_design(effects, spec.moderators)
         coords["moderator"] = names
+    if spec.bias == "selection":
+        coords["p_interval"] = interval_labels(spec.cutpoints)
     with pm.Model(coords=coords) as model:
         y = pm.Data("yi", effects["yi"].to_numpy(float), dims="effect")
         v = pm.Data("vi", effects["vi"].to_numpy(float), dims="effect")
-        mu = pm.Normal("mu", 0.0, priors.mu_sd)
-        mean = mu
+        if spec.bias in ("pet", "peese"):
+            mu, mean = small_study_mean(spec, effects, priors)
+        else:
+            mu = pm.Normal("mu", 0.0, priors.mu_sd)
+            mean = mu
         if spec.moderators:
             beta = pm.Normal("beta", 0.0, priors.beta_sd, dims="moderator")
             mean = mu + pt.dot(pm.Data("X", x, dims=("effect", "moderator")), beta)
         tau_study = pm.HalfNormal("tau_study", priors.tau_sd)
+        sigma = pm.math.sqrt(v + tau_study**2)
+        if spec.bias == "selection":
+            omega = selection_weights(len(coords["p_interval"]))
+            sign = spec.direction
+            pm.CustomDist(
+                "y", mean * pt.ones_like(y), sigma, pt.sqrt(v), omega,
+                # the density of y equals that of sign*y, so selection on negative
+                # effects is the positive case mirrored
+                logp=lambda value, m, sd, se, om: selection_logp(
+                    sign * value, sign * m, sd, se, om, spec.cutpoints),
+                observed=y, dims="effect",
+            )
+            return model
         if not spec.three_level:
-            pm.Normal("y", mu=mean, sigma=pm.math.sqrt(v + tau_study**2), observed=y,
-                      dims="effect")
+            pm.Normal("y", mu=mean, sigma=sigma, observed=y, dims="effect")
             return model
         tau_es = pm.HalfNormal("tau_es", priors.tau_sd)
         idx = pm.Data("study_idx", study_idx, dims="effect")
@@ -142,9 +185,78 @@ def build_model(spec: ModelSpec, effects: pd.DataFrame, priors: MetaPriors) -> p
     return model
 
 
+def small_study_mean(spec: ModelSpec, effects: pd.DataFrame, priors: MetaPriors):
+    """PET/PEESE mean: mu + direction * slope * x, x = se (PET) or v (PEESE).
+
+    Sampled around the average x (mu_typical, the effect of a study of average
+    precision), which takes away most of the posterior correlation between
+    intercept and slope; mu, the effect at x = 0, is derived from it.
+    """
+    vi = effects["vi"].to_numpy(float)
+    x = np.sqrt(vi) if spec.bias == "pet" else vi
+    slope_sd = priors.pet_sd if spec.bias == "pet" else priors.peese_sd
+    mu_typical = pm.Normal("mu_typical", 0.0, priors.mu_sd)
+    slope = pm.HalfNormal(f"{spec.bias}_slope", slope_sd)
+    centre = float(x.mean())
+    shift = spec.direction * slope
+    mu = pm.Deterministic("mu", mu_typical - shift * centre)
+    mean = mu_typical + shift * pm.Data("small_study_x", x - centre, dims="effect")
+    return mu, mean
+
+
+def build_weighted_model(spec: ModelSpec, effects: pd.DataFrame,
+                         priors: MetaPriors) -> pm.Model:
+    """The unmoderated model of `spec` with a weight per study on its log-likelihood.
+
+    The weights are data (`study_weight`: 1 keeps a study, 0 leaves it out), so one
+    compiled model is refitted for every leave-one-study-out and cumulative subset.
+    The two-level model is the block density with no study level and tau_es = tau.
+    """
+    study_idx, studies = pd.factorize(effects["study"], sort=False)
+    with pm.Model(coords={"effect": np.arange(len(effects)), "study": list(studies)}) as model:
+        y = pm.Data("yi", effects["yi"].to_numpy(float), dims="effect")
+        v = pm.Data("vi", effects["vi"].to_numpy(float), dims="effect")
+        weight = pm.Data("study_weight", np.ones(len(studies)), dims="study")
+        idx = pt.as_tensor(study_idx)
+        k = pt.as_tensor(np.bincount(study_idx).astype(float))
+        mu = pm.Normal("mu", 0.0, priors.mu_sd)
+        tau_study = pm.HalfNormal("tau_study", priors.tau_sd)
+        if spec.three_level:
+            tau_es = pm.HalfNormal("tau_es", priors.tau_sd)
+            logp = study_block_logp(y, v, idx, k, mu, tau_study, tau_es)
+        else:
+            logp = study_block_logp(y, v, idx, k, mu, 0.0, tau_study)
+        pm.Potential("weighted_loglik", pt.sum(weight * logp))
+    return model
+
+
+def study_loglik(spec: ModelSpec, effects: pd.DataFrame, posterior: xr.Dataset) -> np.ndarray:
+    """Log-likelihood of each study's effects under each posterior draw of the
+    unmoderated model of `spec`: array (draws, studies), studies in `factorize` order.
+    The same block density as the model (compiled once, evaluated per draw)."""
+    study_idx, _ = pd.factorize(effects["study"], sort=False)
+    mu, ts, te = pt.dscalar("mu"), pt.dscalar("tau_study"), pt.dscalar("tau_es")
+    y = pt.as_tensor(effects["yi"].to_numpy(float))
+    v = pt.as_tensor(effects["vi"].to_numpy(float))
+    k = pt.as_tensor(np.bincount(study_idx).astype(float))
+    idx = pt.as_tensor(study_idx)
+    if spec.three_level:
+        fn = pytensor.function([mu, ts, te], study_block_logp(y, v, idx, k, mu, ts, te))
+        draws = zip(*(posterior[n].to_numpy().ravel() for n in ("mu", "tau_study", "tau_es")),
+                    strict=True)
+    else:
+        fn = pytensor.function([mu, ts, te], study_block_logp(y, v, idx, k, mu, te, ts),
+                               on_unused_input="ignore")
+        draws = ((m, t, 0.0) for m, t in zip(posterior["mu"].to_numpy().ravel(),
+                                              posterior["tau_study"].to_numpy().ravel(),
+                                              strict=True))
+    return np.array([fn(*d) for d in draws])
+
+
 def scalar_draws(posterior: xr.Dataset) -> xr.Dataset:
-    """Split vector parameters into named scalars: beta -> beta[<moderator>]."""
-    out = posterior.copy()
+    """Split vector parameters into named scalars: beta -> beta[<moderator>],
+    omega -> omega[<p interval>]."""
+    out = selection_scalar_draws(posterior)
     if "beta" in posterior:
         for name in posterior["beta"].coords["moderator"].values:
             out[f"beta[{name}]"] = posterior["beta"].sel(moderator=name, drop=True)
@@ -220,6 +332,8 @@ def derived_quantities(posterior: xr.Dataset, vi: np.ndarray, correlation: bool,
 def reported_parameters(spec: ModelSpec, draws: xr.Dataset, correlation: bool) -> list[str]:
     names = ["mu"] + (["mu_r"] if correlation else [])
     names += sorted(n for n in draws.data_vars if n.startswith("beta["))
+    names += [n for n in ("pet_slope", "peese_slope") if n in draws]
+    names += [n for n in draws.data_vars if n.startswith("omega[") and "p<" not in n]
     names += ["tau_study"]
     names += ["tau_es", "i2_study", "i2_es"] if spec.three_level else ["i2_study"]
     return names

@@ -1,0 +1,151 @@
+"""Influence and cumulative meta-analysis of one review: the primary model refitted on
+subsets of studies.
+
+The primary model is three_level where some study has several effect sizes, else
+random_effects. It is compiled once with a weight per study on its log-likelihood
+(see `build_weighted_model`) and refitted by changing the weights only:
+
+- leave-one-study-out (loso.csv): every study left out in turn. Up to
+  `meta.influence_exact_max_studies` studies every subset is refitted exactly. Above
+  that, the subset posterior is first approximated by Pareto-smoothed importance
+  sampling of the full-data draws (weights 1 / p(study | draw), Vehtari et al.,
+  2017), and any study whose Pareto k exceeds 0.7, where the approximation is not
+  reliable, is refitted exactly; `method` and `pareto_k` say which was used;
+- cumulative (cumulative.csv): studies added in order of publication year (a study's
+  year is the earliest year among its effect sizes), one fit per distinct year.
+  Studies without a year are left out of the cumulative analysis and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from arviz_stats.base import array_stats
+
+from .fitting import Refitter, SamplerSettings, summarise
+from .io import write_csv
+from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik
+
+SUBSET_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5", "r_hat",
+                  "ess_bulk", "ess_tail", "divergences", "n_studies", "n_effects", "method",
+                  "pareto_k"]
+PSIS_K_MAX = 0.7
+
+
+def study_order(effects: pd.DataFrame) -> pd.DataFrame:
+    """One row per study in the model's order: its number of effects and its year."""
+    g = effects.groupby("study", sort=False)
+    years = g["year"].min() if "year" in effects else pd.Series(np.nan, index=g.size().index)
+    return pd.DataFrame({"study": g.size().index, "n_effects": g.size().to_numpy(),
+                         "year": years.to_numpy(float)})
+
+
+def leave_one_out_weights(studies: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
+    for i, study in enumerate(studies["study"]):
+        w = np.ones(len(studies))
+        w[i] = 0.0
+        yield study, w
+
+
+def cumulative_weights(studies: pd.DataFrame) -> Iterator[tuple[int, np.ndarray]]:
+    years = studies["year"].to_numpy(float)
+    for year in np.unique(years[~np.isnan(years)]):
+        yield int(year), (years <= year).astype(float)
+
+
+def reported_draws(posterior: xr.Dataset, correlation: bool) -> xr.Dataset:
+    if correlation:
+        posterior = posterior.assign(mu_r=np.tanh(posterior["mu"]))
+    names = [n for n in ("mu", "mu_r", "tau_study", "tau_es") if n in posterior]
+    return xr.Dataset({n: posterior[n] for n in names})
+
+
+def subset_counts(weights: np.ndarray, studies: pd.DataFrame) -> dict[str, int]:
+    return {"n_studies": int(weights.sum()),
+            "n_effects": int(studies["n_effects"].to_numpy()[weights > 0].sum())}
+
+
+def refit_rows(refitter: Refitter, weights: np.ndarray, studies: pd.DataFrame,
+               model: str, correlation: bool) -> tuple[pd.DataFrame, xr.Dataset]:
+    posterior, stats = refitter.fit(study_weight=weights)
+    draws = reported_draws(posterior, correlation)
+    rows = summarise(draws, list(draws.data_vars), model)
+    rows["divergences"] = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    return rows.assign(**subset_counts(weights, studies), method="exact"), posterior
+
+
+def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(x)
+    cdf = np.cumsum(w[order])
+    return float(np.interp(q, (cdf - 0.5 * w[order]) / cdf[-1], x[order]))
+
+
+def psis_rows(draws: xr.Dataset, log_lik: np.ndarray, model: str) -> tuple[pd.DataFrame, float]:
+    """Leave-one-out posterior summaries by PSIS from the full-data draws.
+
+    `log_lik` is the left-out study's log-likelihood per draw; the importance ratio of
+    draw s is 1 / p(study | theta_s). R-hat and ESS do not apply (weighted draws).
+    """
+    log_w, khat = array_stats.psislw(-log_lik, axis=-1)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    rows = []
+    for name in draws.data_vars:
+        x = draws[name].to_numpy().ravel()
+        mean = float(np.sum(w * x))
+        rows.append({"model": model, "parameter": name, "mean": mean,
+                     "sd": float(np.sqrt(np.sum(w * (x - mean) ** 2))),
+                     "q2.5": weighted_quantile(x, w, 0.025),
+                     "q97.5": weighted_quantile(x, w, 0.975)})
+    return pd.DataFrame(rows), float(khat)
+
+
+def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Path,
+                     config: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write loso.csv and cumulative.csv for one review (tidy, one row per subset and
+    parameter; `left_out` or `year` says which subset)."""
+    out_dir = Path(out_dir)
+    effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
+    info = json.loads(Path(info_json).read_text())
+    settings = SamplerSettings.from_config(config["sampler"])
+    priors = MetaPriors(**config["meta"]["priors"])
+    exact_max = int(config["meta"]["influence_exact_max_studies"])
+    correlation = info["effect_type"] == "r"
+    spec = primary_spec(info["three_level"])
+    studies = study_order(effects)
+    refitter = Refitter(build_weighted_model(spec, effects, priors), settings)
+
+    full, posterior = refit_rows(refitter, np.ones(len(studies)), studies, spec.name,
+                                 correlation)
+    loso = [full.assign(left_out="(none)")]
+    log_lik = None
+    if len(studies) > exact_max:
+        log_lik = study_loglik(spec, effects, posterior)
+        draws = reported_draws(posterior, correlation)
+    for i, (study, w) in enumerate(leave_one_out_weights(studies)):
+        if log_lik is not None:
+            rows, khat = psis_rows(draws, log_lik[:, i], spec.name)
+            if khat <= PSIS_K_MAX:
+                loso.append(rows.assign(**subset_counts(w, studies), method="psis",
+                                        pareto_k=khat, left_out=study))
+                continue
+        rows, _ = refit_rows(refitter, w, studies, spec.name, correlation)
+        loso.append(rows.assign(left_out=study,
+                                pareto_k=khat if log_lik is not None else np.nan))
+    loso_table = pd.concat(loso, ignore_index=True).reindex(columns=["left_out",
+                                                                     *SUBSET_COLUMNS])
+
+    cumulative = [refit_rows(refitter, w, studies, spec.name, correlation)[0].assign(year=year)
+                  for year, w in cumulative_weights(studies)]
+    cumulative_table = (pd.concat(cumulative, ignore_index=True) if cumulative
+                        else pd.DataFrame(columns=SUBSET_COLUMNS + ["year"]))
+    cumulative_table = cumulative_table.reindex(columns=["year", *SUBSET_COLUMNS])
+    write_csv(loso_table, out_dir / "loso.csv")
+    write_csv(cumulative_table, out_dir / "cumulative.csv")
+    return loso_table, cumulative_table
