@@ -44,15 +44,16 @@ N_YEAR = {"name": "year", "type": "continuous"}
 
 
 def test_structure_follows_the_data():
+    bias = ["pet", "peese", "selection"]
     names = [s.name for s in model_specs(False, [])]
-    assert names == ["random_effects"]
+    assert names == ["random_effects", *bias]
     names = [s.name for s in model_specs(True, [])]
-    assert names == ["random_effects", "three_level"]
+    assert names == ["random_effects", "three_level", *bias]
     specs = model_specs(True, [RATER, N_YEAR])
     assert [s.name for s in specs] == ["random_effects", "three_level", "metareg_rater",
-                                       "metareg_year", "metareg_all"]
-    assert all(s.three_level for s in specs[1:])
-    assert [s.name for s in model_specs(False, [RATER])][-1] == "metareg_rater"
+                                       "metareg_year", "metareg_all", *bias]
+    assert all(s.three_level for s in specs[1:5])
+    assert [s.name for s in model_specs(False, [RATER])][1] == "metareg_rater"
 
 
 def test_moderator_design_reference_dummies_and_centring():

@@ -92,7 +92,9 @@ def psis_rows(draws: xr.Dataset, log_lik: np.ndarray, model: str) -> tuple[pd.Da
     `log_lik` is the left-out study's log-likelihood per draw; the importance ratio of
     draw s is 1 / p(study | theta_s). R-hat and ESS do not apply (weighted draws).
     """
-    log_w, khat = array_stats.psislw(-log_lik, axis=-1)
+    # arviz-stats' psislw takes the log-likelihood and negates it itself (unlike
+    # ArviZ 0.x, which took the log ratios -log_lik)
+    log_w, khat = array_stats.psislw(log_lik, axis=-1)
     w = np.exp(log_w - log_w.max())
     w /= w.sum()
     rows = []

@@ -1,0 +1,1 @@
+"""Frequentist reference implementations written for the tests (not used by the package)."""
