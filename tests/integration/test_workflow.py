@@ -85,6 +85,31 @@ def test_outputs_follow_the_contract(project):
     assert {"metareg_rater", "metareg_timing", "metareg_treatment", "metareg_all"} <= set(
         small["model"])
     assert "beta[rater:therapist]" in set(small.query("model == 'metareg_all'")["parameter"])
+    # Publication bias: three adjusted models and their stacking average.
+    assert {"pet", "peese", "selection", "bias_averaged"} <= set(small["model"])
+    weights = small[small["parameter"].str.startswith("weight[")]["mean"]
+    assert len(weights) == 4 and weights.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("review", ["konstantopoulos2011", "synthetic_small_review"])
+def test_funnel_influence_and_cumulative_tables(project, review):
+    work, _, _ = project
+    fits = work / "data" / "fits" / "meta" / review
+    effects = pd.read_csv(work / "data/clean/meta" / review / "effects.csv",
+                          dtype={"study": str})
+    funnel = pd.read_csv(fits / "funnel.csv")
+    assert len(funnel) == len(effects) and funnel["p_one_sided"].between(0, 1).all()
+    loso = pd.read_csv(fits / "loso.csv", dtype={"left_out": str})
+    assert set(loso["left_out"]) == {"(none)", *effects["study"]}
+    mu = loso[loso["parameter"] == "mu"].set_index("left_out")
+    assert (mu.drop("(none)")["n_studies"] == effects["study"].nunique() - 1).all()
+    cumulative = pd.read_csv(fits / "cumulative.csv")
+    cum_mu = cumulative[cumulative["parameter"] == "mu"]
+    assert cum_mu["year"].is_monotonic_increasing
+    assert cum_mu["n_studies"].is_monotonic_increasing
+    assert cum_mu["n_studies"].iloc[-1] == effects["study"].nunique()
+    # the last cumulative step is the full data: same estimate as leaving nothing out
+    assert cum_mu["mean"].iloc[-1] == pytest.approx(mu.loc["(none)", "mean"], abs=0.02)
     trial = work / "data" / "clean" / "trials" / "synthetic_small_trial"
     sessions = pd.read_csv(trial / "sessions.csv")
     assert len(sessions) == 30 * 6  # full grid: missing sessions kept as rows
@@ -102,6 +127,11 @@ def test_reports_and_index(project):
     mu = summary.query("model == 'three_level' and parameter == 'mu'").iloc[0]
     for value in (mu["mean"], mu["q2.5"], mu["q97.5"]):
         assert f"{value:.3f}" in html, f"headline number {value:.3f} missing from the report"
+    averaged = summary.query("model == 'bias_averaged' and parameter == 'mu'").iloc[0]
+    assert f"{averaged['mean']:.3f}" in html
+    for section in ("Publication bias", "leave one study out", "Cumulative meta-analysis",
+                    "Heterogeneity", "Moderators"):
+        assert section in html, f"section '{section}' missing from the review report"
     assert "SYNTHETIC DATA" in (work / "reports/meta/synthetic_small_review.html").read_text()
     assert (work / "reports/meta/konstantopoulos2011.ipynb").exists()
     # Reports never print patient-level rows: no patient identifier appears.

@@ -22,6 +22,12 @@ meta-regression (metareg_<moderator>, metareg_all): either structure with mean
     mu + X beta, X holding dummies against each categorical moderator's reference level
     and centred continuous moderators; mu is then the effect at the reference levels.
 
+publication bias (pet, peese, selection): two-level models defined in models/bias.py,
+    built here by the same `build_model`.
+
+weighted refits (`build_weighted_model`): the unmoderated model with a weight per study
+    on its log-likelihood, for leave-one-study-out and cumulative analyses.
+
 Priors (weakly informative, set in config): mu ~ Normal(0, mu_sd);
 tau_study, tau_es ~ HalfNormal(tau_sd). On Fisher z, mu_sd = 0.5 keeps 95% of
 the prior for the pooled correlation within |r| < .75, and HalfNormal(0.5)
