@@ -23,7 +23,7 @@ class SamplerSettings:
     chains: int = 4
     draws: int = 1000
     tune: int = 1000
-    target_accept: float = 0.9
+    target_accept: float = 0.95
     seed: int = 20261122
     threads: int = 2
 

@@ -62,6 +62,7 @@ def funnel_plot(funnel: pd.DataFrame, summary: pd.DataFrame, measure_label: str)
         est = _estimate(summary, model)
         if est is not None:
             ax.axvline(est["mean"], color=colour, lw=1.4,
+                       ls="--" if model == "bias_averaged" else "-",
                        label=f"{model.replace('_', ' ')}: {est['mean']:.3f}")
     ax.set_ylim(top, 0)
     ax.set_xlabel(f"effect size ({measure_label})")
