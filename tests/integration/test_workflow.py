@@ -7,60 +7,17 @@ the outputs others depend on, the reports, idempotence and that data/raw is unto
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from allianceflow import synthetic
 
-from ..conftest import ROOT
+from .conftest import checksums, snakemake
 
 pytestmark = pytest.mark.slow
 SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5", "r_hat", "ess_bulk",
                    "ess_tail"]
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "snakemake"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    cmd = ["timeout", "-k", "30", str(timeout), str(exe), "--workflow-profile",
-           "workflow/profiles/default", "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    work = tmp_path_factory.mktemp("project")
-    for item in ("Snakefile", "workflow", "config", "environment.yml"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
-    raw = work / "data" / "raw"
-    # A real review (CSV), a small synthetic review (Excel), a small synthetic trial (SPSS).
-    k = raw / "meta" / "konstantopoulos2011"
-    shutil.copytree(ROOT / "data" / "raw" / "meta" / "konstantopoulos2011", k)
-    small = synthetic.alliance_outcome_review(seed=5, n_studies=25, n_effects=35)
-    small.name = "synthetic_small_review"
-    synthetic.write_dataset(small, raw, fmt="xlsx")
-    trial = synthetic.cbasp_rct(seed=6, n_patients=30, n_sessions=6, n_sites=2,
-                                therapists_per_site=2)
-    trial.name = "synthetic_small_trial"
-    synthetic.write_dataset(trial, raw, fmt="sav")
-    before = checksums(raw)
-    run = snakemake(work, "--configfile", "config/test.yaml")
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    return work, before, run
 
 
 def test_outputs_follow_the_contract(project):
@@ -89,6 +46,10 @@ def test_outputs_follow_the_contract(project):
     assert {"pet", "peese", "selection", "bias_averaged"} <= set(small["model"])
     weights = small[small["parameter"].str.startswith("weight[")]["mean"]
     assert len(weights) == 4 and weights.sum() == pytest.approx(1.0, abs=1e-6)
+    trial = work / "data" / "clean" / "trials" / "synthetic_small_trial"
+    sessions = pd.read_csv(trial / "sessions.csv")
+    assert len(sessions) == 30 * 6  # full grid: missing sessions kept as rows
+    assert {"alliance_within", "alliance_pmean", "hrsd_lag1", "alliance_bond"} <= set(sessions)
 
 
 @pytest.mark.parametrize("review", ["konstantopoulos2011", "synthetic_small_review"])
@@ -110,10 +71,6 @@ def test_funnel_influence_and_cumulative_tables(project, review):
     assert cum_mu["n_studies"].iloc[-1] == effects["study"].nunique()
     # the last cumulative step is the full data: same estimate as leaving nothing out
     assert cum_mu["mean"].iloc[-1] == pytest.approx(mu.loc["(none)", "mean"], abs=0.02)
-    trial = work / "data" / "clean" / "trials" / "synthetic_small_trial"
-    sessions = pd.read_csv(trial / "sessions.csv")
-    assert len(sessions) == 30 * 6  # full grid: missing sessions kept as rows
-    assert {"alliance_within", "alliance_pmean", "hrsd_lag1", "alliance_bond"} <= set(sessions)
 
 
 def test_reports_and_index(project):

@@ -196,3 +196,59 @@ def bias_sentence(summary: pd.DataFrame, info: dict[str, Any]) -> str:
             f"stacking weights gives {avg['mean']:.3f} (95% interval {avg['q2.5']:.3f} to "
             f"{avg['q97.5']:.3f}); the largest weight ({weights[best]['mean']:.2f}) goes to "
             f"the {best.replace('_', '-')} model.")
+
+
+def history_change(history: pd.DataFrame) -> str:
+    """What changed since the previous build of the review, in one paragraph."""
+    if len(history) < 2:
+        return ("This is the first recorded build of this review; later builds with new or "
+                "changed data will be compared with it here.")
+    prev, last = history.iloc[-2], history.iloc[-1]
+    added = [s for s in str(last["studies_added"] or "").split(";") if s and s != "nan"]
+    removed = [s for s in str(last["studies_removed"] or "").split(";") if s and s != "nan"]
+    shown = ", ".join(added[:10]) + (f" and {len(added) - 10} more" if len(added) > 10 else "")
+    parts = [f"Since the previous build ({prev['built_utc']}): "]
+    def studies(n: int) -> str:
+        return f"{n} study" if n == 1 else f"{n} studies"
+    parts.append(f"{studies(len(added))} added ({shown}); " if added else "no studies added; ")
+    if removed:
+        parts.append(f"{studies(len(removed))} removed ({', '.join(removed[:10])}); ")
+    parts.append(f"effect sizes {int(prev['n_effects'])} → {int(last['n_effects'])}; "
+                 f"pooled {last['parameter']} {float(prev['mean']):.3f} "
+                 f"[{float(prev['q2.5']):.3f}, {float(prev['q97.5']):.3f}] → "
+                 f"{float(last['mean']):.3f} [{float(last['q2.5']):.3f}, "
+                 f"{float(last['q97.5']):.3f}] ({last['model'].replace('_', '-')} model).")
+    return "".join(parts)
+
+
+def history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """One line per recorded build (the study lists are summarised as counts)."""
+    def count(cell) -> int:
+        return len([s for s in str(cell).split(";") if s and s != "nan"])
+    return pd.DataFrame({
+        "built (UTC)": history["built_utc"], "studies": history["n_studies"],
+        "effect sizes": history["n_effects"],
+        "added": [count(c) for c in history["studies_added"]],
+        "removed": [count(c) for c in history["studies_removed"]],
+        "pooled": history["mean"].astype(float).round(3),
+        "95% interval": [f"[{float(a):.3f}, {float(b):.3f}]"
+                         for a, b in zip(history["q2.5"], history["q97.5"], strict=True)],
+        "τ_study": history["tau_study"].astype(float).round(3),
+        "data sha256": history["data_sha256"].str[:12] + "…",
+    })
+
+
+def history_plot(history: pd.DataFrame, label: str):
+    """The pooled estimate at each build, as studies arrived (living meta-analysis)."""
+    x = np.arange(len(history))
+    mean, lo, hi = (history[c].astype(float) for c in ("mean", "q2.5", "q97.5"))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=110)
+    ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o-", color="#0d6efd", capsize=3)
+    ax.set_xticks(x, [f"{b[:10]}\nk={n}" for b, n in zip(history["built_utc"],
+                                                           history["n_studies"], strict=True)],
+                  fontsize=7)
+    ax.set_xlabel("build (date, number of studies)")
+    ax.set_ylabel(f"pooled {label}")
+    ax.set_title("Living meta-analysis: the pooled estimate at each build")
+    fig.tight_layout()
+    return fig

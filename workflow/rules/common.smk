@@ -45,9 +45,24 @@ def optional(path):
     return [str(path)] if Path(path).exists() else []
 
 
+def package_code(*modules):
+    """The package modules a rule's results are computed by, as inputs: editing one
+    reruns exactly the rules that use it (Snakemake's own `code` trigger only sees the
+    rule's shell command)."""
+    return [f"{PACKAGE}/{m}" for m in modules]
+
+
+PACKAGE = "workflow/allianceflow"
+CLEAN_REVIEW_CODE = package_code("effects.py", "tables.py", "io.py", "config.py",
+                                 "schemas/review.schema.yaml")
+CLEAN_TRIAL_CODE = package_code("trials.py", "scoring.py", "tables.py", "io.py", "config.py",
+                                "schemas/trial.schema.yaml")
+
+
 def review_inputs(wildcards):
     folder = Path(RAW) / "meta" / wildcards.review
-    return {"effects": table_file(folder, "effects"), "meta": optional(folder / "review.yaml")}
+    return {"effects": table_file(folder, "effects"), "meta": optional(folder / "review.yaml"),
+            "code": CLEAN_REVIEW_CODE}
 
 
 def trial_inputs(wildcards):
@@ -56,6 +71,7 @@ def trial_inputs(wildcards):
         "patients": table_file(folder, "patients"),
         "sessions": table_file(folder, "sessions"),
         "meta": optional(folder / "trial.yaml"),
+        "code": CLEAN_TRIAL_CODE,
     }
 
 

@@ -8,6 +8,9 @@ rule fit_review:
     input:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
+        code=package_code(
+            "meta_stage.py", "fitting.py", "models/meta.py", "models/bias.py", "provenance.py"
+        ),
     output:
         summary="data/fits/meta/{review}/summary.csv",
         diagnostics="data/fits/meta/{review}/diagnostics.json",
@@ -34,6 +37,7 @@ rule influence_review:
     input:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
+        code=package_code("meta_influence.py", "fitting.py", "models/meta.py"),
     output:
         loso="data/fits/meta/{review}/loso.csv",
         cumulative="data/fits/meta/{review}/cumulative.csv",

@@ -14,6 +14,7 @@ rule report_review:
         loso="data/fits/meta/{review}/loso.csv",
         cumulative="data/fits/meta/{review}/cumulative.csv",
         truth=lambda wildcards: truth_file("meta", wildcards.review),
+        code=package_code("reports.py", "report_parts.py", "report_meta.py"),
     output:
         notebook="reports/meta/{review}.ipynb",
         html="reports/meta/{review}.html",
@@ -30,6 +31,9 @@ rule report_review:
                 "posterior_nc": input.posterior,
                 "loso_csv": input.loso,
                 "cumulative_csv": input.cumulative,
+                # history.csv is appended by fit_review, not a declared output (see
+                # meta_stage.updated_history); the report reruns whenever the fit does
+                "history_csv": str(Path(input.summary).parent / "history.csv"),
                 "truth_yaml": input.truth[0] if input.truth else "",
             }
         ),
@@ -53,6 +57,7 @@ rule report_trial:
         patients="data/clean/trials/{trial}/patients.csv",
         info="data/clean/trials/{trial}/trial.json",
         truth=lambda wildcards: truth_file("trials", wildcards.trial),
+        code=package_code("reports.py", "report_parts.py"),
     output:
         notebook="reports/trials/{trial}.ipynb",
         html="reports/trials/{trial}.html",
@@ -87,6 +92,7 @@ rule index:
         diagnostics=expand("data/fits/meta/{review}/diagnostics.json", review=REVIEWS),
         review_info=expand("data/clean/meta/{review}/review.json", review=REVIEWS),
         trial_info=expand("data/clean/trials/{trial}/trial.json", trial=TRIALS),
+        code=package_code("reports.py"),
     output:
         "reports/index.html",
     params:

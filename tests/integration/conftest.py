@@ -1,0 +1,51 @@
+"""The built test project shared by the integration tests (built once per session)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from allianceflow import synthetic
+
+from ..conftest import ROOT
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = ["timeout", "-k", "30", str(timeout), str(exe), "--workflow-profile",
+           "workflow/profiles/default", "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    work = tmp_path_factory.mktemp("project")
+    for item in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    raw = work / "data" / "raw"
+    # A real review (CSV), a small synthetic review (Excel), a small synthetic trial (SPSS).
+    k = raw / "meta" / "konstantopoulos2011"
+    shutil.copytree(ROOT / "data" / "raw" / "meta" / "konstantopoulos2011", k)
+    small = synthetic.alliance_outcome_review(seed=5, n_studies=25, n_effects=35)
+    small.name = "synthetic_small_review"
+    synthetic.write_dataset(small, raw, fmt="xlsx")
+    trial = synthetic.cbasp_rct(seed=6, n_patients=30, n_sessions=6, n_sites=2,
+                                therapists_per_site=2)
+    trial.name = "synthetic_small_trial"
+    synthetic.write_dataset(trial, raw, fmt="sav")
+    before = checksums(raw)
+    run = snakemake(work, "--configfile", "config/test.yaml")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    return work, before, run

@@ -1,0 +1,134 @@
+"""New studies, a new review and a new trial wave regenerate exactly what they affect.
+
+Each test copies the built test project (outputs, Snakemake's records and timestamps
+included), changes the raw data as a user would, and checks: the dry run schedules
+exactly the expected jobs; after the run, every other dataset's outputs are unchanged
+(contents and modification times); and a review's history gains a row.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyreadstat
+import pytest
+from allianceflow import synthetic
+
+from .conftest import snakemake
+
+pytestmark = pytest.mark.slow
+CONFIG = ("--configfile", "config/test.yaml")
+
+
+def scheduled_jobs(work: Path) -> dict[str, int]:
+    """Rule -> number of jobs, from the 'Job stats' table of a dry run."""
+    run = snakemake(work, *CONFIG, "--dry-run")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    text = run.stdout + run.stderr
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
+    jobs.pop("total", None)
+    return {rule: int(n) for rule, n in jobs.items()}
+
+
+def snapshot(work: Path, dataset_paths: list[str]) -> dict[str, tuple[int, bytes]]:
+    files = {}
+    for pattern in dataset_paths:
+        for p in sorted(work.glob(pattern)):
+            if p.is_file():
+                files[str(p.relative_to(work))] = (p.stat().st_mtime_ns, p.read_bytes())
+    assert files, dataset_paths
+    return files
+
+
+def outputs_of(kind: str, name: str) -> list[str]:
+    return [f"data/clean/{kind}/{name}/*", f"data/fits/{kind}/{name}/*",
+            f"reports/{kind}/{name}.*"]
+
+
+@pytest.fixture
+def built_copy(project, tmp_path):
+    work, _, _ = project
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)  # copy2: modification times kept
+    return copy
+
+
+META_REVIEW = "synthetic_small_review"
+
+
+def test_new_study_rebuilds_only_its_review(built_copy):
+    work = built_copy
+    untouched = (outputs_of("meta", "konstantopoulos2011")
+                 + outputs_of("trials", "synthetic_small_trial"))
+    before = snapshot(work, untouched)
+    table = work / "data/raw/meta" / META_REVIEW / "effects.xlsx"
+    effects = pd.read_excel(table)
+    new = effects.iloc[[0]].assign(study="S999", es_id=1, year=2026, r=0.35, n=120)
+    pd.concat([effects, new], ignore_index=True).to_excel(table, index=False)
+
+    assert scheduled_jobs(work) == {"clean_review": 1, "fit_review": 1, "influence_review": 1,
+                                    "report_review": 1, "index": 1, "all": 1}
+    run = snakemake(work, *CONFIG)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert snapshot(work, untouched) == before
+    history = pd.read_csv(work / "data/fits/meta" / META_REVIEW / "history.csv")
+    assert len(history) == 2 and history["studies_added"].iloc[-1] == "S999"
+    assert history["n_studies"].iloc[-1] == history["n_studies"].iloc[0] + 1
+    summary = pd.read_csv(work / "data/fits/meta" / META_REVIEW / "summary.csv")
+    mu_r = summary.query("model == 'three_level' and parameter == 'mu_r'")["mean"].iloc[0]
+    assert history["mean"].iloc[-1] == pytest.approx(mu_r)
+    html = (work / "reports/meta" / f"{META_REVIEW}.html").read_text()
+    assert "1 study added (S999)" in html
+    # a touched but unchanged file reruns nothing
+    table.touch()
+    assert "Nothing to be done" in snakemake(work, *CONFIG, "--dry-run").stdout
+
+
+def test_new_review_folder_builds_only_itself(built_copy):
+    work = built_copy
+    untouched = (outputs_of("meta", "konstantopoulos2011") + outputs_of("meta", META_REVIEW)
+                 + outputs_of("trials", "synthetic_small_trial"))
+    before = snapshot(work, untouched)
+    review = synthetic.iip_alliance_review(seed=9, n_studies=10, n_effects=14)
+    review.name = "synthetic_new_review"
+    synthetic.write_dataset(review, work / "data" / "raw")
+
+    assert scheduled_jobs(work) == {"clean_review": 1, "fit_review": 1, "influence_review": 1,
+                                    "report_review": 1, "index": 1, "all": 1}
+    run = snakemake(work, *CONFIG)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert snapshot(work, untouched) == before
+    assert "synthetic_new_review.html" in (work / "reports/index.html").read_text()
+    assert len(pd.read_csv(work / "data/fits/meta/synthetic_new_review/history.csv")) == 1
+
+
+def test_new_trial_wave_rebuilds_only_its_trial(built_copy):
+    work = built_copy
+    untouched = outputs_of("meta", "konstantopoulos2011") + outputs_of("meta", META_REVIEW)
+    before = snapshot(work, untouched)
+    table = work / "data/raw/trials/synthetic_small_trial/sessions.sav"
+    sessions, meta = pyreadstat.read_sav(table)
+    wave = sessions[sessions["session"] == sessions["session"].max()].copy()
+    wave["session"] += 1
+    pyreadstat.write_sav(pd.concat([sessions, wave], ignore_index=True), table,
+                         column_labels=meta.column_labels)
+
+    assert scheduled_jobs(work) == {"clean_trial": 1, "report_trial": 1, "index": 1, "all": 1}
+    run = snakemake(work, *CONFIG)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert snapshot(work, untouched) == before
+    clean = pd.read_csv(work / "data/clean/trials/synthetic_small_trial/sessions.csv")
+    assert clean["session"].max() == sessions["session"].max() + 1
+
+
+def test_model_code_change_reruns_the_fits_that_use_it(built_copy):
+    work = built_copy
+    code = work / "workflow/allianceflow/models/bias.py"
+    code.write_text(code.read_text() + "\n# an edit to the publication-bias models\n")
+    reviews = len(list((work / "data/raw/meta").iterdir()))
+    assert scheduled_jobs(work) == {"fit_review": reviews, "report_review": reviews,
+                                    "index": 1, "all": 1}
