@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 CONFIG = ("--configfile", "config/test.yaml")
 
 
-def scheduled_jobs(work: Path) -> dict[str, int]:
+def scheduled_jobs(work: Path, *config: str) -> dict[str, int]:
     """Rule -> number of jobs, from the 'Job stats' table of a dry run."""
-    run = snakemake(work, *CONFIG, "--dry-run")
+    run = snakemake(work, *(config or CONFIG), "--dry-run")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     text = run.stdout + run.stderr
     table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
@@ -132,3 +132,14 @@ def test_model_code_change_reruns_the_fits_that_use_it(built_copy):
     reviews = len(list((work / "data/raw/meta").iterdir()))
     assert scheduled_jobs(work) == {"fit_review": reviews, "report_review": reviews,
                                     "index": 1, "all": 1}
+
+
+def test_prior_change_reruns_fits_and_influence_only(built_copy):
+    work = built_copy
+    config = work / "config" / "test_prior.yaml"
+    config.write_text((work / "config/test.yaml").read_text()
+                      + "meta:\n  priors:\n    tau_sd: 0.3\n")
+    jobs = scheduled_jobs(work, "--configfile", str(config))
+    reviews = len(list((work / "data/raw/meta").iterdir()))
+    assert jobs == {"fit_review": reviews, "influence_review": reviews,
+                    "report_review": reviews, "index": 1, "all": 1}
