@@ -14,7 +14,7 @@ find_python = $(firstword $(foreach c,python3.14 python3.13 python3.12 python3 \
 	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3),\
 	$(shell $(c) -c 'import sys; assert sys.version_info >= (3, 12); print("$(c)")' 2>/dev/null)))
 
-.PHONY: run test lint dryrun env-sync clean-outputs help
+.PHONY: run test lint dryrun env-sync clean-outputs help browser
 
 help:
 	@echo "make run   - set up .venv and run the whole workflow on data/raw (reports/index.html)"
@@ -36,8 +36,23 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# The report test opens the HTML in headless Chromium (Debian's package). Installed here
+# when missing and possible (root with apt); otherwise that one test is skipped and says why.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the report browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium; } >/dev/null 2>&1 \
+	      || echo "WARNING: could not install chromium; the browser test will be skipped"; \
+	  else \
+	    echo "NOTE: chromium is missing and needs root and apt to install;" \
+	         "the browser test will be skipped"; \
+	  fi; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -49,3 +49,12 @@ def project(tmp_path_factory):
     run = snakemake(work, "--configfile", "config/test.yaml")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     return work, before, run
+
+
+@pytest.fixture
+def built_copy(project, tmp_path):
+    """A copy of the built project (outputs, Snakemake's records, modification times)."""
+    work, _, _ = project
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)  # copy2 keeps modification times
+    return copy

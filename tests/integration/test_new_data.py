@@ -9,7 +9,6 @@ exactly the expected jobs; after the run, every other dataset's outputs are unch
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -47,14 +46,6 @@ def snapshot(work: Path, dataset_paths: list[str]) -> dict[str, tuple[int, bytes
 def outputs_of(kind: str, name: str) -> list[str]:
     return [f"data/clean/{kind}/{name}/*", f"data/fits/{kind}/{name}/*",
             f"reports/{kind}/{name}.*"]
-
-
-@pytest.fixture
-def built_copy(project, tmp_path):
-    work, _, _ = project
-    copy = tmp_path / "copy"
-    shutil.copytree(work, copy, symlinks=True)  # copy2: modification times kept
-    return copy
 
 
 META_REVIEW = "synthetic_small_review"

@@ -111,3 +111,27 @@ def test_bad_config_stops_before_any_job(project, tmp_path):
     run = snakemake(work, "--configfile", str(bad), "-n")
     assert run.returncode != 0
     assert "unknown key 'sampler.chians'" in run.stdout + run.stderr
+
+
+def test_failing_report_cell_fails_its_rule_with_the_error_in_the_log(built_copy):
+    work = built_copy
+    template = work / "workflow/notebooks/trial.ipynb"
+    nb = json.loads(template.read_text())
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "id": "broken",
+                        "metadata": {}, "outputs": [],
+                        "source": "raise RuntimeError('deliberately broken report cell')"})
+    template.write_text(json.dumps(nb))
+    run = snakemake(work, "--configfile", "config/test.yaml")
+    assert run.returncode != 0
+    log = (work / "logs/report/trials/synthetic_small_trial.log").read_text()
+    assert "RuntimeError: deliberately broken report cell" in log
+    assert not (work / "reports/trials/synthetic_small_trial.html").exists()
+
+
+def test_snakemake_report_collects_outputs_by_category(built_copy):
+    work = built_copy
+    run = snakemake(work, "--configfile", "config/test.yaml", "--report", "workflow-report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    page = (work / "workflow-report.html").read_text()
+    for text in ("Meta-analysis", "Reports", "konstantopoulos2011", "leave-one-study-out"):
+        assert text in page, text

@@ -131,7 +131,8 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         raise GateFailure("; ".join(gate_message(d, info["name"]) for d in diags.values()
                                     if not d["passed"]))
     history_path = out_dir / HISTORY_FILE
-    previous = pd.read_csv(history_path, dtype=str) if history_path.exists() else None
+    previous = (pd.read_csv(history_path, dtype=dict.fromkeys(HISTORY_TEXT, str))
+                if history_path.exists() else None)
     history = updated_history(previous, effects, sha256_file(effects_csv), table, correlation,
                               primary_spec(info["three_level"]).name)
     if history is not None:
@@ -143,6 +144,8 @@ HISTORY_FILE = "history.csv"
 HISTORY_COLUMNS = ["built_utc", "data_sha256", "n_studies", "n_effects", "studies_added",
                    "studies_removed", "model", "parameter", "mean", "q2.5", "q97.5",
                    "tau_study", "tau_es", "studies"]
+HISTORY_TEXT = ["built_utc", "data_sha256", "studies_added", "studies_removed", "model",
+                "parameter", "studies"]
 
 
 def updated_history(previous: pd.DataFrame | None, effects: pd.DataFrame, data_sha256: str,

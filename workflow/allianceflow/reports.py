@@ -18,6 +18,10 @@ KEY_PACKAGES = ("pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "xarra
                 "papermill", "snakemake", "allianceflow")
 
 
+# nbconvert's lab template minus its CDN scripts (workflow/notebooks/templates/offline)
+OFFLINE_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "templates"
+
+
 class ReportError(AllianceFlowError):
     """A report notebook failed to execute."""
 
@@ -26,9 +30,9 @@ def render_notebook(template: str | Path, notebook: str | Path, html_out: str | 
                     parameters: dict[str, Any], kernel: str = "python3") -> None:
     """Execute `template` with papermill, keep the executed notebook, write standalone HTML.
 
-    Code cells are hidden in the HTML (readers see text, tables and figures); the
-    executed notebook beside it holds the code. A failing cell fails the job with
-    the notebook's own error message.
+    Code cells are hidden in the HTML until the reader presses "Show code" (readers
+    see text, tables and figures first); the executed notebook is kept beside it. A
+    failing cell fails the job with the notebook's own error message.
     """
     import nbformat
     import papermill as pm
@@ -45,12 +49,37 @@ def render_notebook(template: str | Path, notebook: str | Path, html_out: str | 
         except Exception as exc:  # e.g. an unknown kernel name
             raise ReportError(f"{template}: could not be executed: {exc}") from None
         nb = nbformat.read(tmp_nb, as_version=4)
-        exporter = HTMLExporter(template_name="lab")
-        exporter.exclude_input = True
+        exporter = HTMLExporter(template_name="offline",
+                                extra_template_basedirs=[str(OFFLINE_TEMPLATE_DIR)])
         exporter.exclude_input_prompt = True
         exporter.exclude_output_prompt = True
         body, _ = exporter.from_notebook_node(nb)
-        write_text(body, html_out)
+        write_text(with_code_toggle(body), html_out)
+
+
+# Code cells are in the HTML but hidden until the reader asks for them (a button at
+# the top right; hidden again when printing).
+CODE_TOGGLE = """
+<style>
+body:not(.show-code) .jp-CodeCell .jp-Cell-inputWrapper{display:none}
+.code-toggle{position:fixed;top:.6rem;right:.8rem;z-index:10;font:600 .85rem system-ui,
+sans-serif;padding:.35rem .7rem;border:1px solid #888;border-radius:.4rem;background:#fff;
+cursor:pointer}
+@media print{.code-toggle{display:none}}
+</style>
+<button class="code-toggle" type="button" aria-pressed="false"
+ onclick="var on=document.body.classList.toggle('show-code');this.setAttribute('aria-pressed',on);
+ this.textContent=on?'Hide code':'Show code'">Show code</button>
+"""
+
+
+def with_code_toggle(body: str) -> str:
+    """Insert the code toggle right after <body ...>."""
+    start = body.find("<body")
+    end = body.find(">", start) + 1
+    if start < 0 or end <= 0:
+        raise ReportError("nbconvert produced HTML without a <body> element")
+    return body[:end] + CODE_TOGGLE + body[end:]
 
 
 def _fmt(x: float, digits: int = 3) -> str:

@@ -12,11 +12,23 @@ rule fit_review:
             "meta_stage.py", "fitting.py", "models/meta.py", "models/bias.py", "provenance.py"
         ),
     output:
-        summary="data/fits/meta/{review}/summary.csv",
+        summary=report(
+            "data/fits/meta/{review}/summary.csv",
+            caption="../report/summary.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "summary"},
+        ),
         diagnostics="data/fits/meta/{review}/diagnostics.json",
         posterior="data/fits/meta/{review}/posterior.nc",
         provenance="data/fits/meta/{review}/provenance.json",
-        funnel="data/fits/meta/{review}/funnel.csv",
+        funnel=report(
+            "data/fits/meta/{review}/funnel.csv",
+            caption="../report/funnel.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "funnel"},
+        ),
     params:
         settings=fit_settings(),
         out=lambda wildcards, output: str(Path(output.summary).parent),
@@ -39,8 +51,20 @@ rule influence_review:
         info="data/clean/meta/{review}/review.json",
         code=package_code("meta_influence.py", "fitting.py", "models/meta.py"),
     output:
-        loso="data/fits/meta/{review}/loso.csv",
-        cumulative="data/fits/meta/{review}/cumulative.csv",
+        loso=report(
+            "data/fits/meta/{review}/loso.csv",
+            caption="../report/loso.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "leave-one-study-out"},
+        ),
+        cumulative=report(
+            "data/fits/meta/{review}/cumulative.csv",
+            caption="../report/cumulative.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "cumulative"},
+        ),
     params:
         settings=fit_settings(),
         out=lambda wildcards, output: str(Path(output.loso).parent),

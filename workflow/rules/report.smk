@@ -17,7 +17,13 @@ rule report_review:
         code=package_code("reports.py", "report_parts.py", "report_meta.py"),
     output:
         notebook="reports/meta/{review}.ipynb",
-        html="reports/meta/{review}.html",
+        html=report(
+            "reports/meta/{review}.html",
+            caption="../report/review_report.rst",
+            category="Reports",
+            subcategory="Reviews",
+            labels={"dataset": "{review}", "kind": "review"},
+        ),
     params:
         parameters=lambda wildcards, input: json.dumps(
             {
@@ -60,7 +66,13 @@ rule report_trial:
         code=package_code("reports.py", "report_parts.py"),
     output:
         notebook="reports/trials/{trial}.ipynb",
-        html="reports/trials/{trial}.html",
+        html=report(
+            "reports/trials/{trial}.html",
+            caption="../report/trial_report.rst",
+            category="Reports",
+            subcategory="Trials",
+            labels={"dataset": "{trial}", "kind": "trial"},
+        ),
     params:
         parameters=lambda wildcards, input: json.dumps(
             {
@@ -94,7 +106,12 @@ rule index:
         trial_info=expand("data/clean/trials/{trial}/trial.json", trial=TRIALS),
         code=package_code("reports.py"),
     output:
-        "reports/index.html",
+        report(
+            "reports/index.html",
+            caption="../report/index.rst",
+            category="Reports",
+            labels={"dataset": "all", "kind": "index"},
+        ),
     params:
         reviews=REVIEWS,
         trials=TRIALS,
