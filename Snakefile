@@ -19,6 +19,11 @@ include: "workflow/rules/meta.smk"
 include: "workflow/rules/report.smk"
 
 
+# The target rule only collects; it never goes to a cluster.
+localrules:
+    all,
+
+
 rule all:
     input:
         "reports/index.html",

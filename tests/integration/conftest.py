@@ -15,11 +15,15 @@ from allianceflow import synthetic
 from ..conftest import ROOT
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 1200,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the project's Snakemake (local profile unless `args` name another one)."""
     exe = Path(sys.executable).parent / "snakemake"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    cmd = ["timeout", "-k", "30", str(timeout), str(exe), "--workflow-profile",
-           "workflow/profiles/default", "--cores", "2", *args]
+    env = dict(env or os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    profile = [] if "--workflow-profile" in args else ["--workflow-profile",
+                                                        "workflow/profiles/default"]
+    cmd = ["timeout", "-k", "30", str(timeout), str(exe), *profile, "--cores", "2", *args]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
 
 

@@ -1,0 +1,78 @@
+"""The workflow on a real (single-node) SLURM cluster, through the SLURM executor plugin
+and the project's slurm profile, against the local run of the same data.
+
+The cluster is brought up by the test (tests/hpc/cluster.py) from Debian's packages and
+stopped by the PIDs it recorded. Where the packages cannot be installed (no root or no
+apt), the test is skipped with the reason; `make test` on the CI machine runs it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from .conftest import snakemake
+from .slurm_cluster import SlurmCluster, install_packages
+
+pytestmark = pytest.mark.slow
+DATASETS = ("meta/konstantopoulos2011", "trials/synthetic_small_trial")
+COMPARED = ("data/fits/meta/konstantopoulos2011/summary.csv",
+            "data/fits/meta/konstantopoulos2011/loso.csv",
+            "data/fits/meta/konstantopoulos2011/cumulative.csv",
+            "data/fits/meta/konstantopoulos2011/funnel.csv",
+            "data/clean/trials/synthetic_small_trial/sessions.csv",
+            "data/clean/trials/synthetic_small_trial/patients.csv")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = install_packages()
+    if why:
+        pytest.skip(why)
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+    assert all(p.poll() is not None for p in c.processes.values())
+
+
+def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster, tmp_path):
+    local, _, _ = project
+    work = tmp_path / "hpc"
+    for item in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = local / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    for dataset in DATASETS:
+        shutil.copytree(local / "data/raw" / dataset, work / "data/raw" / dataset)
+
+    run = snakemake(work, "--workflow-profile", "workflow/profiles/slurm",
+                    "--configfile", "config/test.yaml", "--slurm-status-command", "squeue",
+                    "--jobs", "4", env=cluster.env, timeout=1500)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+
+    # every rule but the local target went to SLURM, and SLURM saw each submission
+    submitted = {int(j) for j in re.findall(r"SLURM jobid (\d+)", output)}
+    assert submitted, output[-3000:]
+    assert submitted == set(cluster.submitted_job_ids())
+    rules_run = re.findall(r"^(?:local)?rule (\w+):", output, flags=re.M)
+    assert {"fit_review", "influence_review", "report_review", "report_trial", "index",
+            "clean_review", "clean_trial"} <= set(rules_run)
+    # the two cleaning jobs form one group: one submission for both
+    assert len(submitted) == len([r for r in rules_run if r != "all"]) - 1
+    states = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], env=cluster.env,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    finished = {int(i): s for i, s in (line.split() for line in states if line.strip())}
+    assert all(finished.get(j) == "COMPLETED" for j in submitted), finished
+
+    for path in COMPARED:
+        pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path),
+                                      check_exact=False, rtol=1e-9)
+    assert (work / "reports/index.html").exists()
+    assert list((work / "logs/slurm").rglob("*.log"))
