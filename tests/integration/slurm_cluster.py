@@ -2,9 +2,13 @@
 slurmd, slurm-client), with every file under one temporary folder.
 
 No systemd: each daemon runs in the foreground as a child of the test, its PID is
-recorded, and `stop` ends exactly those processes. Accounting is off (no slurmdbd), so
-job records come from squeue and the controller's log; MinJobAge keeps finished jobs
-visible to squeue for 5 minutes, well beyond Snakemake's first status check.
+recorded, and `stop` ends exactly those processes. The configuration is written to
+the default path, /etc/slurm/slurm.conf (only where none exists; removed at `stop`):
+the Snakemake job-step plugin removes SLURM_CONF from the environment of the `srun`
+it starts inside each job, so a configuration anywhere else is not found there.
+Accounting is off (no slurmdbd), so job records come from squeue and the controller's
+log; MinJobAge keeps finished jobs visible to squeue for 5 minutes, well beyond
+Snakemake's first status check.
 This is test harness, not part of the user's path.
 """
 
@@ -50,9 +54,8 @@ class SlurmCluster:
     memory_mb: int = 8000
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    @property
-    def conf(self) -> Path:
-        return self.root / "slurm.conf"
+    conf: Path = Path("/etc/slurm/slurm.conf")
+    wrote_conf: bool = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -63,9 +66,14 @@ class SlurmCluster:
         return self.root / "slurmctld.log"
 
     def write_config(self) -> None:
+        if self.conf.exists():
+            raise FileExistsError(f"{self.conf} exists: this machine has a SLURM setup of "
+                                  "its own, which the test will not overwrite")
         host = socket.gethostname().split(".")[0]
         for sub in ("state", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.conf.parent.mkdir(parents=True, exist_ok=True)
+        self.wrote_conf = True
         self.conf.write_text(f"""\
 ClusterName=allianceflow-ci
 SlurmctldHost={host}
@@ -155,3 +163,7 @@ PartitionName=ci Nodes={host} Default=YES MaxTime=INFINITE State=UP
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        if self.wrote_conf:
+            shutil.copy(self.conf, self.root / "slurm.conf")  # kept with the logs
+            self.conf.unlink()
+            self.wrote_conf = False
