@@ -79,6 +79,7 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
         pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path),
                                       check_exact=False, rtol=1e-9)
     assert (work / "reports/index.html").exists()
+    assert list((work / ".cache/pytensor").iterdir())  # the shared compile cache was used
     # SLURM's own job logs go to the profile's slurm-logdir (the plugin deletes those of
     # successful jobs unless --slurm-keep-successful-logs is given)
     assert f"(log: {work / 'logs/slurm'}" in output

@@ -2,6 +2,7 @@
 # Statistics live in the allianceflow package; rules only call its command line.
 
 import json
+import os
 from pathlib import Path
 
 from allianceflow.config import validate_config
@@ -13,6 +14,13 @@ config.update(
 )
 
 RAW = config["raw_dir"]
+
+# PyTensor's compile cache inside the project folder, which every cluster node reaches
+# (the project must sit on a shared filesystem anyway); PyTensor locks it while it
+# compiles, so concurrent jobs share it safely. A PYTENSOR_FLAGS set by the user wins.
+os.environ.setdefault(
+    "PYTENSOR_FLAGS", f"base_compiledir={Path(workflow.basedir, '.cache', 'pytensor')}"
+)
 
 
 def discover(kind):
