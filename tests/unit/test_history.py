@@ -1,7 +1,7 @@
 """A review's history: one row per build whose data changed, naming the studies added."""
 
 import pandas as pd
-from allianceflow.meta_stage import updated_history
+from allianceflow.history import updated_history
 from allianceflow.report_meta import history_change
 
 

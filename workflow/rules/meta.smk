@@ -9,7 +9,8 @@ rule fit_review:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
         code=package_code(
-            "meta_stage.py", "fitting.py", "models/meta.py", "models/bias.py", "provenance.py"
+            "meta_stage.py", "fitting.py", "models/meta.py", "models/bias.py", "provenance.py",
+            "history.py",
         ),
     output:
         summary=report(

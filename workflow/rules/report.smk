@@ -38,7 +38,7 @@ rule report_review:
                 "loso_csv": input.loso,
                 "cumulative_csv": input.cumulative,
                 # history.csv is appended by fit_review, not a declared output (see
-                # meta_stage.updated_history); the report reruns whenever the fit does
+                # history.updated_history); the report reruns whenever the fit does
                 "history_csv": str(Path(input.summary).parent / "history.csv"),
                 "truth_yaml": input.truth[0] if input.truth else "",
             }
