@@ -75,9 +75,12 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     finished = {int(i): s for i, s in (line.split() for line in states if line.strip())}
     assert all(finished.get(j) == "COMPLETED" for j in submitted), finished
 
+    # Same data, seed and settings: the same numbers up to floating-point rounding (one
+    # run gave identical files, another a 3e-8 relative difference in one posterior mean:
+    # the compiled code's summation order is not fixed across processes)
     for path in COMPARED:
         pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path),
-                                      check_exact=False, rtol=1e-9)
+                                      check_exact=False, rtol=1e-6, atol=1e-9)
     assert (work / "reports/index.html").exists()
     assert list((work / ".cache/pytensor").iterdir())  # the shared compile cache was used
     # SLURM's own job logs go to the profile's slurm-logdir (the plugin deletes those of
