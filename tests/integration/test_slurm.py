@@ -75,12 +75,13 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     finished = {int(i): s for i, s in (line.split() for line in states if line.strip())}
     assert all(finished.get(j) == "COMPLETED" for j in submitted), finished
 
-    # Same data, seed and settings: the same numbers up to floating-point rounding (one
-    # run gave identical files, another a 3e-8 relative difference in one posterior mean:
-    # the compiled code's summation order is not fixed across processes)
+    # Same data, seed and settings give the same results. Not always bit for bit: in one
+    # CI run the pet, peese and selection rows differed by up to 1.2e-4 (relative) while
+    # every other file was identical; floating-point rounding can steer a NUTS trajectory
+    # slightly apart. 1e-3 is far below Monte-Carlo error (~1e-2 of a posterior SD here).
     for path in COMPARED:
         pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path),
-                                      check_exact=False, rtol=1e-6, atol=1e-9)
+                                      check_exact=False, rtol=1e-3, atol=1e-6)
     assert (work / "reports/index.html").exists()
     assert list((work / ".cache/pytensor").iterdir())  # the shared compile cache was used
     # SLURM's own job logs go to the profile's slurm-logdir (the plugin deletes those of
