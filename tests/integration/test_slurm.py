@@ -20,12 +20,13 @@ from .slurm_cluster import SlurmCluster, install_packages
 
 pytestmark = pytest.mark.slow
 DATASETS = ("meta/konstantopoulos2011", "trials/synthetic_small_trial")
-COMPARED = ("data/fits/meta/konstantopoulos2011/summary.csv",
-            "data/fits/meta/konstantopoulos2011/loso.csv",
-            "data/fits/meta/konstantopoulos2011/cumulative.csv",
-            "data/fits/meta/konstantopoulos2011/funnel.csv",
-            "data/clean/trials/synthetic_small_trial/sessions.csv",
-            "data/clean/trials/synthetic_small_trial/patients.csv")
+FITTED = ("data/fits/meta/konstantopoulos2011/summary.csv",
+          "data/fits/meta/konstantopoulos2011/loso.csv",
+          "data/fits/meta/konstantopoulos2011/cumulative.csv")
+DETERMINISTIC = ("data/fits/meta/konstantopoulos2011/funnel.csv",
+                 "data/clean/meta/konstantopoulos2011/effects.csv",
+                 "data/clean/trials/synthetic_small_trial/sessions.csv",
+                 "data/clean/trials/synthetic_small_trial/patients.csv")
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +76,22 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     finished = {int(i): s for i, s in (line.split() for line in states if line.strip())}
     assert all(finished.get(j) == "COMPLETED" for j in submitted), finished
 
-    # Same data, seed and settings give the same results. Not always bit for bit: in one
-    # CI run the pet, peese and selection rows differed by up to 1.2e-4 (relative) while
-    # every other file was identical; floating-point rounding can steer a NUTS trajectory
-    # slightly apart. 1e-3 is far below Monte-Carlo error (~1e-2 of a posterior SD here).
-    for path in COMPARED:
-        pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path),
-                                      check_exact=False, rtol=1e-3, atol=1e-6)
+    # Same data, seed and settings give the same results, but not always bit for bit: in
+    # one CI run the pet, peese and selection rows differed by up to 1.2e-4 (relative)
+    # while all else was identical (floating-point rounding can steer a NUTS trajectory
+    # apart). So posterior summaries must agree within a quarter of a posterior SD (far
+    # beyond rounding, well inside what a different seed would give only by 4 Monte-Carlo
+    # SEs), and the deterministic tables exactly.
+    for path in FITTED:
+        ours, theirs = pd.read_csv(work / path), pd.read_csv(local / path)
+        assert ours.shape == theirs.shape
+        keys = [c for c in ("left_out", "year", "model", "parameter") if c in theirs]
+        pd.testing.assert_frame_equal(ours[keys], theirs[keys])
+        has_sd = theirs["sd"].notna()
+        gap = (ours["mean"] - theirs["mean"]).abs()[has_sd]
+        assert (gap <= 0.25 * theirs["sd"][has_sd]).all(), path
+    for path in DETERMINISTIC:
+        pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path))
     assert (work / "reports/index.html").exists()
     assert list((work / ".cache/pytensor").iterdir())  # the shared compile cache was used
     # SLURM's own job logs go to the profile's slurm-logdir (the plugin deletes those of
