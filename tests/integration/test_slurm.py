@@ -77,11 +77,10 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     assert all(finished.get(j) == "COMPLETED" for j in submitted), finished
 
     # Same data, seed and settings give the same results, but not always bit for bit: in
-    # one CI run the pet, peese and selection rows differed by up to 1.2e-4 (relative)
-    # while all else was identical (floating-point rounding can steer a NUTS trajectory
-    # apart). So posterior summaries must agree within a quarter of a posterior SD (far
-    # beyond rounding, well inside what a different seed would give only by 4 Monte-Carlo
-    # SEs), and the deterministic tables exactly.
+    # one CI run the pet, peese and selection rows differed by up to 1.2e-4 (relative;
+    # 1e-6 posterior SDs) while all else was identical. Posterior summaries must agree
+    # within a quarter of a posterior SD (a wrong model, prior or dataset on the cluster
+    # would miss by far more); the deterministic tables must be identical.
     for path in FITTED:
         ours, theirs = pd.read_csv(work / path), pd.read_csv(local / path)
         assert ours.shape == theirs.shape
