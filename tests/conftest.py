@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VALIDATION = ROOT.parent / "shared" / "validation"
 LOCAL_VALIDATION = ROOT / "tests" / "data" / "validation"
+
+# The tests share PyTensor's own default cache (~/.pytensor) across every project they
+# build; the workflow's default, a cache inside each project folder, would start cold in
+# each new test project. The SLURM test removes this to check the workflow's default.
+os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={Path.home() / '.pytensor'}")
 
 
 def validation_file(name: str) -> Path:
