@@ -39,7 +39,8 @@ def project(tmp_path_factory):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     raw = work / "data" / "raw"
-    # A real review (CSV), a small synthetic review (Excel), a small synthetic trial (SPSS).
+    # A real review (CSV), a small synthetic review (Excel), two small synthetic trials
+    # (SPSS: sequential mediation; CSV: weekly, lagged within-person mediation).
     k = raw / "meta" / "konstantopoulos2011"
     shutil.copytree(ROOT / "data" / "raw" / "meta" / "konstantopoulos2011", k)
     small = synthetic.alliance_outcome_review(seed=5, n_studies=25, n_effects=35)
@@ -49,6 +50,9 @@ def project(tmp_path_factory):
                                 therapists_per_site=2)
     trial.name = "synthetic_small_trial"
     synthetic.write_dataset(trial, raw, fmt="sav")
+    weekly = synthetic.internet_adolescent_trial(seed=7, n_patients=40, n_weeks=6)
+    weekly.name = "synthetic_small_weekly"
+    synthetic.write_dataset(weekly, raw)
     before = checksums(raw)
     run = snakemake(work, "--configfile", "config/test.yaml")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

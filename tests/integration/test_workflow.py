@@ -76,7 +76,8 @@ def test_funnel_influence_and_cumulative_tables(project, review):
 def test_reports_and_index(project):
     work, _, _ = project
     index = (work / "reports" / "index.html").read_text()
-    for name in ("konstantopoulos2011", "synthetic_small_review", "synthetic_small_trial"):
+    for name in ("konstantopoulos2011", "synthetic_small_review", "synthetic_small_trial",
+                 "synthetic_small_weekly"):
         assert f"{name}.html" in index
     assert index.count("synthetic</span>") >= 2 and "real</span>" in index
     html = (work / "reports" / "meta" / "konstantopoulos2011.html").read_text()
@@ -94,6 +95,41 @@ def test_reports_and_index(project):
     # Reports never print patient-level rows: no patient identifier appears.
     trial_html = (work / "reports/trials/synthetic_small_trial.html").read_text()
     assert not re.search(r"\bP0\d\d\b", trial_html)
+
+
+SEQUENTIAL = {"a[alliance]", "a[iip]", "d[alliance->iip]", "b[alliance]", "b[iip]", "c_prime",
+              "indirect[alliance]", "indirect[iip]", "indirect[alliance->iip]",
+              "indirect_total", "total", "pm", "prob_gt0[indirect_total]"}
+WITHIN = {"a", "b", "c_prime", "c", "cov_ab", "me", "pme", "sd_a", "sd_b", "sd_c_prime",
+          "sigma_m", "sigma_y", "a_between", "me_between", "prob_gt0[me]"}
+
+
+@pytest.mark.parametrize("trial, analysis, names", [
+    ("synthetic_small_trial", "sequential_mediation", SEQUENTIAL),
+    ("synthetic_small_weekly", "within_mediation", WITHIN),
+])
+def test_mediation_outputs_and_report(project, trial, analysis, names):
+    work, _, _ = project
+    fits = work / "data" / "fits" / "trials" / trial / analysis
+    summary = pd.read_csv(fits / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert names <= set(summary["parameter"])
+    assert set(summary["model"]) == {analysis}
+    diag = json.loads((fits / "diagnostics.json").read_text())
+    used = diag["models"][analysis]["used"]
+    assert used["patients"] == (30 if trial == "synthetic_small_trial" else 40)
+    assert (fits / "posterior.nc").stat().st_size > 0
+    # the report shows the numbers of summary.csv, and the index the headline
+    html = (work / "reports" / "trials" / f"{trial}.html").read_text()
+    headline = "indirect_total" if analysis == "sequential_mediation" else "me"
+    row = summary.set_index("parameter").loc[headline]
+    for value in (row["mean"], row["q2.5"], row["q97.5"]):
+        assert f"{value:.3f}" in html, f"{headline} {value:.3f} missing from the report"
+    assert "Mediation analyses" in html and "Not built yet" in html
+    index = (work / "reports" / "index.html").read_text()
+    assert f"{analysis}: {headline} = {row['mean']:.3f}" in index
+    # no patient identifiers (P001..., A001...) anywhere in the report
+    assert not re.search(r"\b[PA]0\d\d\b", html)
 
 
 def test_raw_data_untouched_and_second_run_does_nothing(project):

@@ -13,8 +13,14 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
+from .errors import AllianceFlowError
+
 SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5",
                    "r_hat", "ess_bulk", "ess_tail"]
+
+
+class GateFailure(AllianceFlowError):
+    """A model did not pass its convergence gate under policy 'fail'."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import xarray as xr
 from scipy import stats
 
 from .effects import load_review
-from .errors import AllianceFlowError
 from .fitting import (
     SUMMARY_COLUMNS,
+    GateFailure,
     GateThresholds,
     SamplerSettings,
     diagnostics,
@@ -45,10 +45,6 @@ from .models.meta import (
     scalar_draws,
 )
 from .provenance import provenance
-
-
-class GateFailure(AllianceFlowError):
-    """A model did not pass its convergence gate under policy 'fail'."""
 
 
 def clean_review(raw_folder: str | Path, out_effects: str | Path, out_info: str | Path) -> None:

@@ -122,14 +122,35 @@ def index_rows(reports_dir: Path, fits_dir: Path, clean_dir: Path, reviews: list
     for trial in trials:
         info = json.loads((clean_dir / "trials" / trial / "trial.json").read_text())
         report = reports_dir / "trials" / f"{trial}.html"
+        statuses, lines = trial_fit_lines(fits_dir / "trials" / trial, info)
+        status = ("cleaned (no models yet)" if not statuses else
+                  next((s for s in ("failed", "warned") if s in statuses), "passed"))
+        lines.append(f"{info['n_patients']} patients, {info['n_session_rows']} session rows")
         rows.append({"kind": "trial", "name": trial, "title": info["title"],
                      "label": "synthetic" if info["synthetic"] else "real",
-                     "status": "cleaned (no models yet)",
-                     "headline": f"{info['n_patients']} patients, "
-                                 f"{info['n_session_rows']} session rows, "
-                                 f"sessions {info['sessions'][0]}–{info['sessions'][-1]}",
+                     "status": status, "headline": "; ".join(lines),
                      "href": os.path.relpath(report, reports_dir), "built": _mtime(report)})
     return rows
+
+
+# the headline parameter of each analysis type
+HEADLINE_PARAMETER = {"sequential_mediation": "indirect_total", "within_mediation": "me"}
+
+
+def trial_fit_lines(trial_fits: Path, info: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Gate status and headline estimate of each fitted analysis of one trial."""
+    statuses, lines = [], []
+    for analysis in info["analyses"]:
+        folder = trial_fits / analysis["name"]
+        if analysis["type"] not in HEADLINE_PARAMETER or not (folder / "summary.csv").exists():
+            continue
+        statuses.append(gate_status(json.loads((folder / "diagnostics.json").read_text())))
+        rows = pd.read_csv(folder / "summary.csv").set_index("parameter")
+        name = HEADLINE_PARAMETER[analysis["type"]]
+        r = rows.loc[name]
+        lines.append(f"{analysis['name']}: {name} = {_fmt(r['mean'])} "
+                     f"[{_fmt(r['q2.5'])}, {_fmt(r['q97.5'])}]")
+    return statuses, lines
 
 
 INDEX_CSS = """

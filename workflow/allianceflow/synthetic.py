@@ -175,7 +175,8 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
       dD_i = c_prime * treated_i + b1 * dA_i + b2 * dI_i + g_base * (base_i - 27) + e_D
     Session level: alliance_it = A0_i + t_frac * dA_i + v_therapist + delta_it;
       HRSD_it = D0_i + t_frac * dD_i + g_within * delta_it + eps_it; IIP at sessions
-      1, 10 and 20; WAI-SR items = round(alliance_it + item noise), clipped to 1..5.
+      1, n_sessions // 2 and n_sessions (1, 10, 20 by default); WAI-SR items =
+      round(alliance_it + item noise), clipped to 1..5.
     Dropout after session 6 (more likely with low alliance); 5% of sessions missed.
     """
     rng = np.random.default_rng(seed)
@@ -224,7 +225,7 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
             row.update(dict(zip(items, vals.tolist(), strict=True)))
             row["hrsd"] = int(np.clip(np.round(hrsd[i, t]), 0, 76))
             row["iip"] = (round(float(np.clip(iip[i, t], 0, 4)), 2)
-                          if sessions[t] in (1, 10, 20) else np.nan)
+                          if sessions[t] in (1, n_sessions // 2, n_sessions) else np.nan)
             rows.append(row)
     sessions_df = pd.DataFrame(rows)
     arm_names = np.where(treated == 1, "CBASP", "SP")
@@ -240,6 +241,16 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
         "paths": {k: p[k] for k in ("a1", "a2", "d21", "c_prime", "b1", "b2", "g_base")},
         "indirect": {k: round(v, 6) for k, v in indirect.items()},
         "total": round(p["c_prime"] + sum(indirect.values()), 6),
+        "sequential_mediation": {
+            "note": "the same truth under the parameter names of the sequential_mediation "
+                    "analysis (summary.csv)",
+            "a[alliance]": p["a1"], "a[iip]": p["a2"], "d[alliance->iip]": p["d21"],
+            "b[alliance]": p["b1"], "b[iip]": p["b2"], "c_prime": p["c_prime"],
+            "indirect[alliance]": round(indirect["arm_alliance_outcome"], 6),
+            "indirect[iip]": round(indirect["arm_iip_outcome"], 6),
+            "indirect[alliance->iip]": round(indirect["arm_alliance_iip_outcome"], 6),
+            "total": round(p["c_prime"] + sum(indirect.values()), 6),
+        },
         "session_level": {k: p[k] for k in ("g_within", "sd_therapist", "sd_delta", "sd_item",
                                             "sd_hrsd")},
         "residual_sd": {k: p[k] for k in ("sd_dA", "sd_dI", "sd_dD")},
@@ -286,10 +297,13 @@ def internet_adolescent_trial(seed: int = 2023, n_patients: int = 270,
       wE_t = rho_E wE_{t-1} + cl_AE wA_{t-1} + eE
       wD_t = rho_D wD_{t-1} + cl_ED wE_{t-1} + cl_AD wA_{t-1} + eD
     so alliance -> next-week emotion regulation -> following-week depression.
+    Emotion regulation has no autoregression (rho_E = 0), so the lagged within-person
+    mediation (x_t -> m_t+1 -> y_t+2, with a session trend) is correctly specified:
+    its a is cl_AE and its b is cl_ED, and me = cl_AE * cl_ED (no random slopes).
     Dropout from week 4 depends on last week's depression (missing at random).
     """
     rng = np.random.default_rng(seed)
-    p = {"rho_A": 0.3, "rho_E": 0.3, "rho_D": 0.3, "cl_DA": -0.10, "cl_AE": -0.25,
+    p = {"rho_A": 0.3, "rho_E": 0.0, "rho_D": 0.3, "cl_DA": -0.10, "cl_AE": -0.25,
          "cl_ED": 0.20, "cl_AD": 0.0, "sd_eA": 3.0, "sd_eE": 4.0, "sd_eD": 3.0,
          "sd_RI_A": 5.0, "sd_RI_E": 7.0, "sd_RI_D": 5.0, "cor_RI_AD": -0.3}
     weeks = np.arange(1, n_weeks + 1)
@@ -329,6 +343,13 @@ def internet_adolescent_trial(seed: int = 2023, n_patients: int = 270,
                          "emotion_regulation_to_depression": p["cl_ED"],
                          "alliance_to_depression": p["cl_AD"]},
         "lagged_indirect_alliance_er_depression": round(p["cl_AE"] * p["cl_ED"], 6),
+        "within_mediation": {
+            "note": "lag-1 within-person mediation alliance_t -> emotion_regulation_t+1 -> "
+                    "depression_t+2: a = cl_AE, b = cl_ED, me = a*b; persons do not differ "
+                    "in their paths (sd_a = sd_b = cov_ab = 0)",
+            "a": p["cl_AE"], "b": p["cl_ED"], "me": round(p["cl_AE"] * p["cl_ED"], 6),
+            "cov_ab": 0.0,
+        },
         "innovation_sd": {k: p[k] for k in ("sd_eA", "sd_eE", "sd_eD")},
         "random_intercept_sd": {k: p[k] for k in ("sd_RI_A", "sd_RI_E", "sd_RI_D")},
         "random_intercept_cor_alliance_depression": p["cor_RI_AD"],

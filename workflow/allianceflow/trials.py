@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .analyses import MEDIATION_TYPES, check_analysis
 from .config import dataset_identity, validate_metadata
 from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
@@ -224,9 +225,13 @@ def load_trial(folder: str | Path) -> Trial:
         "scores": scored,
         "roles": meta["roles"],
         "arm": meta.get("arm"),
+        "baseline": list(meta.get("baseline", {})),
         "change": meta.get("change"),
         "analyses": meta["analyses"],
         "levels": [r for r in ("therapist", "site") if r in patients.columns],
         "source_files": [pfile.name, sfile.name],
     }
+    for analysis in info["analyses"]:
+        if analysis["type"] in MEDIATION_TYPES:
+            check_analysis(analysis, info, str(folder / "trial.yaml"))
     return Trial(name=folder.name, patients=patients, sessions=full, info=info)

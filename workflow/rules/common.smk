@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+import yaml
+
 from allianceflow.config import validate_config
 from allianceflow.io import TABLE_SUFFIXES
 
@@ -33,11 +35,34 @@ def discover(kind):
 
 REVIEWS = discover("meta")
 TRIALS = discover("trials")
+MEDIATION_TYPES = ("sequential_mediation", "within_mediation")
+
+
+def trial_analyses(trial, types=MEDIATION_TYPES):
+    """Names of the analyses of `types` that a trial's trial.yaml asks for. A trial.yaml
+    that does not parse gives none here: its cleaning job reports the error."""
+    try:
+        meta = yaml.safe_load((Path(RAW) / "trials" / trial / "trial.yaml").read_text())
+        return [a["name"] for a in meta.get("analyses", []) if a.get("type") in types]
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return []
+
+
+def mediation_fits(wildcards):
+    """Summary, diagnostics and posterior of every mediation analysis of one trial."""
+    names = trial_analyses(wildcards.trial)
+    fits = f"data/fits/trials/{wildcards.trial}"
+    return {
+        "mediation_summaries": [f"{fits}/{a}/summary.csv" for a in names],
+        "mediation_diagnostics": [f"{fits}/{a}/diagnostics.json" for a in names],
+        "mediation_posteriors": [f"{fits}/{a}/posterior.nc" for a in names],
+    }
 
 
 wildcard_constraints:
     review=r"[A-Za-z0-9_.\-]+",
     trial=r"[A-Za-z0-9_.\-]+",
+    analysis=r"[A-Za-z0-9_]+",
 
 
 def table_file(folder, stem):
@@ -87,8 +112,6 @@ def truth_file(kind, name):
     return optional(Path(RAW) / kind / name / "truth.yaml")
 
 
-def fit_settings():
+def fit_settings(keys=("sampler", "meta", "checks")):
     """Only the settings a fit depends on: changing them reruns the fits, nothing else."""
-    return json.dumps(
-        {k: config[k] for k in ("sampler", "meta", "checks")}, sort_keys=True
-    )
+    return json.dumps({k: config[k] for k in keys}, sort_keys=True)

@@ -58,12 +58,13 @@ rule report_review:
 
 rule report_trial:
     input:
+        unpack(mediation_fits),
         template="workflow/notebooks/trial.ipynb",
         sessions="data/clean/trials/{trial}/sessions.csv",
         patients="data/clean/trials/{trial}/patients.csv",
         info="data/clean/trials/{trial}/trial.json",
         truth=lambda wildcards: truth_file("trials", wildcards.trial),
-        code=package_code("reports.py", "report_parts.py"),
+        code=package_code("reports.py", "report_parts.py", "report_trial.py"),
     output:
         notebook="reports/trials/{trial}.ipynb",
         html=report(
@@ -81,6 +82,11 @@ rule report_trial:
                 "patients_csv": input.patients,
                 "info_json": input.info,
                 "truth_yaml": input.truth[0] if input.truth else "",
+                # analysis name -> its fit folder under data/fits/trials/<trial>/
+                "mediation_dirs": {
+                    Path(s).parent.name: str(Path(s).parent)
+                    for s in input.mediation_summaries
+                },
             }
         ),
     log:
@@ -104,6 +110,11 @@ rule index:
         diagnostics=expand("data/fits/meta/{review}/diagnostics.json", review=REVIEWS),
         review_info=expand("data/clean/meta/{review}/review.json", review=REVIEWS),
         trial_info=expand("data/clean/trials/{trial}/trial.json", trial=TRIALS),
+        trial_diagnostics=[
+            f"data/fits/trials/{t}/{a}/diagnostics.json"
+            for t in TRIALS
+            for a in trial_analyses(t)
+        ],
         code=package_code("reports.py"),
     output:
         report(
