@@ -54,7 +54,8 @@ META_REVIEW = "synthetic_small_review"
 def test_new_study_rebuilds_only_its_review(built_copy):
     work = built_copy
     untouched = (outputs_of("meta", "konstantopoulos2011")
-                 + outputs_of("trials", "synthetic_small_trial"))
+                 + outputs_of("trials", "synthetic_small_trial")
+                 + outputs_of("trials", "synthetic_small_weekly"))
     before = snapshot(work, untouched)
     table = work / "data/raw/meta" / META_REVIEW / "effects.xlsx"
     effects = pd.read_excel(table)
@@ -99,7 +100,8 @@ def test_new_review_folder_builds_only_itself(built_copy):
 
 def test_new_trial_wave_rebuilds_only_its_trial(built_copy):
     work = built_copy
-    untouched = outputs_of("meta", "konstantopoulos2011") + outputs_of("meta", META_REVIEW)
+    untouched = (outputs_of("meta", "konstantopoulos2011") + outputs_of("meta", META_REVIEW)
+                 + outputs_of("trials", "synthetic_small_weekly"))
     before = snapshot(work, untouched)
     table = work / "data/raw/trials/synthetic_small_trial/sessions.sav"
     sessions, meta = pyreadstat.read_sav(table)
@@ -108,7 +110,9 @@ def test_new_trial_wave_rebuilds_only_its_trial(built_copy):
     pyreadstat.write_sav(pd.concat([sessions, wave], ignore_index=True), table,
                          column_labels=meta.column_labels)
 
-    assert scheduled_jobs(work) == {"clean_trial": 1, "report_trial": 1, "index": 1, "all": 1}
+    # its mediation analysis is refitted (the cleaned sessions changed), nothing else
+    assert scheduled_jobs(work) == {"clean_trial": 1, "fit_mediation": 1, "report_trial": 1,
+                                    "index": 1, "all": 1}
     run = snakemake(work, *CONFIG)
     assert run.returncode == 0, run.stderr[-3000:]
     assert snapshot(work, untouched) == before
@@ -125,6 +129,15 @@ def test_model_code_change_reruns_the_fits_that_use_it(built_copy):
                                     "index": 1, "all": 1}
 
 
+def test_mediation_code_change_reruns_only_the_mediation_fits(built_copy):
+    work = built_copy
+    code = work / "workflow/allianceflow/models/within_mediation.py"
+    code.write_text(code.read_text() + "\n# an edit to the within-person model\n")
+    # one rule per trial analysis: both mediation fits rerun, then their trials' reports
+    assert scheduled_jobs(work) == {"fit_mediation": 2, "report_trial": 2, "index": 1,
+                                    "all": 1}
+
+
 def test_prior_change_reruns_fits_and_influence_only(built_copy):
     work = built_copy
     config = work / "config" / "test_prior.yaml"
@@ -132,5 +145,6 @@ def test_prior_change_reruns_fits_and_influence_only(built_copy):
                       + "meta:\n  priors:\n    tau_sd: 0.3\n")
     jobs = scheduled_jobs(work, "--configfile", str(config))
     reviews = len(list((work / "data/raw/meta").iterdir()))
+    # meta-analysis priors do not touch the trials' mediation fits
     assert jobs == {"fit_review": reviews, "influence_review": reviews,
                     "report_review": reviews, "index": 1, "all": 1}

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 DATASETS = ("meta/konstantopoulos2011", "trials/synthetic_small_trial")
 FITTED = ("data/fits/meta/konstantopoulos2011/summary.csv",
           "data/fits/meta/konstantopoulos2011/loso.csv",
-          "data/fits/meta/konstantopoulos2011/cumulative.csv")
+          "data/fits/meta/konstantopoulos2011/cumulative.csv",
+          "data/fits/trials/synthetic_small_trial/sequential_mediation/summary.csv")
 DETERMINISTIC = ("data/fits/meta/konstantopoulos2011/funnel.csv",
                  "data/clean/meta/konstantopoulos2011/effects.csv",
                  "data/clean/trials/synthetic_small_trial/sessions.csv",
@@ -68,8 +69,8 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     assert submitted, output[-3000:]
     assert submitted == set(cluster.submitted_job_ids())
     rules_run = re.findall(r"^\s*(?:local)?rule (\w+):", output, flags=re.M)
-    assert {"fit_review", "influence_review", "report_review", "report_trial", "index",
-            "clean_review", "clean_trial"} <= set(rules_run)
+    assert {"fit_review", "influence_review", "fit_mediation", "report_review",
+            "report_trial", "index", "clean_review", "clean_trial"} <= set(rules_run)
     # the two cleaning jobs form one group: one submission for both
     assert len(submitted) == len([r for r in rules_run if r != "all"]) - 1
     states = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T"], env=cluster.env,
