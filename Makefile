@@ -33,7 +33,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e . && \
 	touch $@
 
+# A run killed outright leaves Snakemake's lock behind; it is cleared first when no
+# Snakemake works in this folder, so that the same command resumes.
 run: $(VENV)/.installed
+	$(BIN)/python -m allianceflow clear-stale-locks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 
 test: $(VENV)/.installed browser
@@ -58,7 +61,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
-dryrun: $(VENV)/.installed
+dry# A run killed outright leaves Snakemake's lock behind; it is cleared first when no
+# Snakemake works in this folder, so that the same command resumes.
+run: $(VENV)/.installed
+	$(BIN)/python -m allianceflow clear-stale-locks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default -n --cores $(CORES)
 
 # Regenerate environment.yml from the lock (a test checks they agree).

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 from allianceflow.errors import ConfigError, DataError
+from allianceflow.trial_stage import clean_trial
 from allianceflow.trials import load_trial
 
 META = {
@@ -93,3 +94,33 @@ def test_metadata_mistakes_stop_before_models(tmp_path, edit, words):
     with pytest.raises((ConfigError, DataError), match=words.replace(".", r"\.")
                        .replace("(", r"\(")):
         load_trial(write_trial(tmp_path / "t", *good_data(), meta=meta))
+
+
+@pytest.mark.parametrize("table, column", [
+    ("patients", "patient_name"), ("patients", "E-mail"), ("sessions", "PhoneNumber"),
+    ("patients", "date_of_birth"),
+])
+def test_identifier_columns_are_refused_unless_dropped(tmp_path, table, column):
+    patients, sessions = good_data()
+    data = {"patients": patients, "sessions": sessions}
+    n = len(data[table]["patient"])
+    data[table][column] = [f"secret-{i}@example.org" for i in range(n)]
+    folder = write_trial(tmp_path / "t", data["patients"], data["sessions"])
+    with pytest.raises(DataError, match=f"{column} look like direct identifiers.*`drop:`") as e:
+        load_trial(folder)
+    assert e.value.file.endswith(f"{table}.csv") and e.value.column == column
+
+    # declared under drop: removed on reading; nothing of it reaches the cleaned outputs
+    write_trial(folder, data["patients"], data["sessions"], {**META, "drop": [column]})
+    clean_trial(folder, tmp_path / "clean")
+    for out in (tmp_path / "clean").iterdir():
+        text = out.read_text()
+        assert column not in text and "secret-" not in text, out.name
+
+
+def test_identifier_like_role_columns_are_allowed(tmp_path):
+    patients, sessions = good_data()
+    patients["site_name"] = patients.pop("site")
+    meta = {**META, "columns": {**META["columns"], "site": "site_name"}}
+    trial = load_trial(write_trial(tmp_path / "t", patients, sessions, meta))
+    assert list(trial.patients["site"]) == ["s1", "s1"]

@@ -54,11 +54,18 @@ def cmd_fit_mediation(args) -> None:
                   _settings(args))
 
 
+def cmd_clear_stale_locks(args) -> None:
+    from .locks import clear_stale_locks
+
+    for lock in clear_stale_locks(args.project):
+        print(f"removed a stale Snakemake lock left by an interrupted run: {lock}")
+
+
 def cmd_index(args) -> None:
     from .reports import write_index
 
     write_index(args.reports_dir, args.fits_dir, args.clean_dir, args.out,
-                reviews=args.reviews or [], trials=args.trials or [])
+                reviews=args.reviews or [], trials=args.trials or [], logs_dir=args.logs_dir)
 
 
 def cmd_render(args) -> None:
@@ -130,8 +137,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--clean-dir", required=True)
     s.add_argument("--reviews", nargs="*")
     s.add_argument("--trials", nargs="*")
+    s.add_argument("--logs-dir", default="logs",
+                   help="job logs; a dataset with an error there is listed as failed")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("clear-stale-locks",
+                       help="remove Snakemake's locks if no Snakemake runs in the project")
+    s.add_argument("--project", default=".")
+    s.set_defaults(func=cmd_clear_stale_locks)
 
     s = sub.add_parser("synthesize", help="(re)write the synthetic default datasets")
     s.add_argument("raw_dir")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,29 +109,78 @@ def _mtime(path: Path) -> str:
 
 
 def index_rows(reports_dir: Path, fits_dir: Path, clean_dir: Path, reviews: list[str],
-               trials: list[str]) -> list[dict[str, str]]:
+               trials: list[str], logs_dir: Path = Path("logs")) -> list[dict[str, str]]:
+    """One row per dataset; a dataset whose jobs logged an error, or whose report or fits
+    are missing, is shown as failed with the first error (values withheld)."""
     rows = []
-    for review in reviews:
-        info = json.loads((clean_dir / "meta" / review / "review.json").read_text())
-        summary = pd.read_csv(fits_dir / "meta" / review / "summary.csv")
-        diag = json.loads((fits_dir / "meta" / review / "diagnostics.json").read_text())
-        report = reports_dir / "meta" / f"{review}.html"
-        rows.append({"kind": "review", "name": review, "title": info["title"],
-                     "label": "synthetic" if info["synthetic"] else "real",
-                     "status": gate_status(diag), "headline": headline(summary, info),
-                     "href": os.path.relpath(report, reports_dir), "built": _mtime(report)})
-    for trial in trials:
-        info = json.loads((clean_dir / "trials" / trial / "trial.json").read_text())
-        report = reports_dir / "trials" / f"{trial}.html"
-        statuses, lines = trial_fit_lines(fits_dir / "trials" / trial, info)
-        status = ("cleaned (no models yet)" if not statuses else
-                  next((s for s in ("failed", "warned") if s in statuses), "passed"))
-        lines.append(f"{info['n_patients']} patients, {info['n_session_rows']} session rows")
-        rows.append({"kind": "trial", "name": trial, "title": info["title"],
-                     "label": "synthetic" if info["synthetic"] else "real",
-                     "status": status, "headline": "; ".join(lines),
-                     "href": os.path.relpath(report, reports_dir), "built": _mtime(report)})
+    for kind, names, row_of in (("meta", reviews, review_row), ("trials", trials, trial_row)):
+        for name in names:
+            failure = dataset_failure(logs_dir, kind, name)
+            if failure is None:
+                try:
+                    rows.append(row_of(reports_dir, fits_dir, clean_dir, name))
+                    continue
+                except (FileNotFoundError, KeyError) as exc:
+                    failure = f"not built ({type(exc).__name__}: {exc})"
+            rows.append({"kind": "review" if kind == "meta" else "trial", "name": name,
+                         "title": "", "label": "", "status": "failed", "headline": failure,
+                         "href": "", "built": ""})
     return rows
+
+
+def review_row(reports_dir: Path, fits_dir: Path, clean_dir: Path, review: str) -> dict:
+    info = json.loads((clean_dir / "meta" / review / "review.json").read_text())
+    summary = pd.read_csv(fits_dir / "meta" / review / "summary.csv")
+    diag = json.loads((fits_dir / "meta" / review / "diagnostics.json").read_text())
+    report = reports_dir / "meta" / f"{review}.html"
+    return {"kind": "review", "name": review, "title": info["title"],
+            "label": "synthetic" if info["synthetic"] else "real",
+            "status": gate_status(diag), "headline": headline(summary, info),
+            "href": os.path.relpath(report, reports_dir), "built": _mtime(report)}
+
+
+def trial_row(reports_dir: Path, fits_dir: Path, clean_dir: Path, trial: str) -> dict:
+    info = json.loads((clean_dir / "trials" / trial / "trial.json").read_text())
+    report = reports_dir / "trials" / f"{trial}.html"
+    statuses, lines = trial_fit_lines(fits_dir / "trials" / trial, info)
+    status = ("cleaned (no models yet)" if not statuses else
+              next((s for s in ("failed", "warned") if s in statuses), "passed"))
+    lines.append(f"{info['n_patients']} patients, {info['n_session_rows']} session rows")
+    return {"kind": "trial", "name": trial, "title": info["title"],
+            "label": "synthetic" if info["synthetic"] else "real",
+            "status": status, "headline": "; ".join(lines),
+            "href": os.path.relpath(report, reports_dir), "built": _mtime(report)}
+
+
+STAGES = ("clean", "fit", "influence", "report")
+
+
+def withhold_values(message: str) -> str:
+    """Drop quoted cell values from an error message (the index may be shared); the file,
+    row and column it names stay."""
+    head, sep, reason = message.partition(": ")
+    reason = re.sub(r"\(value: .*?\)", "(value withheld)", reason)
+    reason = re.sub(r"'[^']*'", "'…'", reason)
+    return head + sep + reason
+
+
+def dataset_failure(logs_dir: Path, kind: str, name: str) -> str | None:
+    """The error in this dataset's job logs, stage first; None if no job of it failed.
+
+    Each job rewrites its log when it runs, so an error found here is from the latest run
+    of that job."""
+    for stage in STAGES:
+        folder = logs_dir / stage / kind
+        for log in [folder / f"{name}.log", *sorted((folder / name).glob("*.log"))]:
+            if not log.is_file():
+                continue
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            errors = [ln[len("ERROR: "):] for ln in lines if ln.startswith("ERROR: ")]
+            if errors:
+                return f"{stage}: {withhold_values(errors[-1])}"
+            if any(ln.startswith("Traceback") for ln in lines):
+                return f"{stage}: {withhold_values(lines[-1])} (see {log})"
+    return None
 
 
 # the headline parameter of each analysis type
@@ -173,9 +223,10 @@ def index_html(rows: list[dict[str, str]]) -> str:
         body.append(
             "<tr>"
             f"<td>{html.escape(r['kind'])}</td>"
-            f"<td><a href=\"{html.escape(r['href'])}\">{html.escape(r['name'])}</a><br>"
-            f"<span class=note>{html.escape(r['title'])}</span></td>"
-            f"<td><span class={r['label']}>{r['label']}</span></td>"
+            + (f"<td><a href=\"{html.escape(r['href'])}\">{html.escape(r['name'])}</a><br>"
+               if r["href"] else f"<td>{html.escape(r['name'])}<br>")
+            + f"<span class=note>{html.escape(r['title'])}</span></td>"
+            f"<td><span class={r['label'] or 'note'}>{r['label'] or '–'}</span></td>"
             f"<td><span class=\"{status_class}\">{html.escape(r['status'])}</span></td>"
             f"<td>{html.escape(r['headline'])}</td>"
             f"<td>{html.escape(r['built'])}</td></tr>")
@@ -195,6 +246,8 @@ with a fixed seed; they are not data from any real study.</p>
 
 
 def write_index(reports_dir: str | Path, fits_dir: str | Path, clean_dir: str | Path,
-                out: str | Path, reviews: list[str], trials: list[str]) -> None:
-    rows = index_rows(Path(reports_dir), Path(fits_dir), Path(clean_dir), reviews, trials)
+                out: str | Path, reviews: list[str], trials: list[str],
+                logs_dir: str | Path = "logs") -> None:
+    rows = index_rows(Path(reports_dir), Path(fits_dir), Path(clean_dir), reviews, trials,
+                      Path(logs_dir))
     write_text(index_html(rows), out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,38 @@ def to_contract_names(raw: pd.DataFrame, columns_map: dict[str, str], file: str 
                                   f"{', '.join(missing)}")
     to_contract = {v: k for k, v in columns_map.items()}
     return raw.rename(columns=to_contract).reset_index(drop=True)
+
+
+# Tokens of column names that identify a person directly (GDPR/HIPAA direct identifiers).
+IDENTIFIER_TOKENS = {"name", "firstname", "lastname", "surname", "fullname", "email", "mail",
+                     "phone", "telephone", "mobile", "address", "street", "postcode",
+                     "zipcode", "zip", "dob", "birthdate", "birthday", "ssn", "initials"}
+IDENTIFIER_PHRASES = ("date_of_birth", "birth_date", "e_mail", "first_name", "last_name",
+                      "social_security", "phone_number")
+
+
+def looks_like_identifier(column: str) -> bool:
+    """True for column names like `name`, `E-mail`, `phone_no`, `DateOfBirth`, `dob`."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(column)).lower()
+    snake = re.sub(r"[^a-z0-9]+", "_", snake).strip("_")
+    return (any(p in snake for p in IDENTIFIER_PHRASES)
+            or bool(IDENTIFIER_TOKENS & set(snake.split("_")))
+            or snake.replace("_", "") in IDENTIFIER_TOKENS)
+
+
+def drop_identifiers(raw: pd.DataFrame, drop: list[str], roles: dict[str, str],
+                     file: str | Path, source: str) -> pd.DataFrame:
+    """Remove the columns trial.yaml lists under `drop`; refuse undeclared identifiers.
+
+    A column mapped to the therapist, site or arm role may have an identifier-like name
+    (e.g. `site_name`); one holding the patient identifier may not.
+    """
+    allowed = {v for k, v in roles.items() if k in ("therapist", "site", "arm")}
+    kept = raw.drop(columns=[c for c in drop if c in raw.columns])
+    suspect = [c for c in kept.columns if looks_like_identifier(c) and c not in allowed]
+    if suspect:
+        raise DataError(file, f"column(s) {', '.join(suspect)} look like direct identifiers "
+                              "(names, e-mail, phone, address, date of birth); remove them "
+                              f"from the file or list them under `drop:` in {source}, "
+                              "which removes them on reading", column=suspect[0])
+    return kept

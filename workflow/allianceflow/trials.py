@@ -23,6 +23,7 @@ from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
 from .scoring import score_measure
 from .tables import (
+    drop_identifiers,
     identifier_strings,
     in_range,
     numeric_column,
@@ -207,8 +208,13 @@ def load_trial(folder: str | Path) -> Trial:
     meta = load_trial_metadata(folder)
     pfile = find_table(folder, "patients")
     sfile = find_table(folder, "sessions")
-    patients = clean_patients(read_table(pfile), meta, pfile)
-    sessions = clean_sessions(read_table(sfile), meta, patients, sfile)
+    source = str(folder / "trial.yaml")
+    patients = clean_patients(
+        drop_identifiers(read_table(pfile), meta["drop"], meta["columns"], pfile, source),
+        meta, pfile)
+    sessions = clean_sessions(
+        drop_identifiers(read_table(sfile), meta["drop"], meta["columns"], sfile, source),
+        meta, patients, sfile)
     measures = list(meta["measures"])
     scored = [c for c in sessions.columns if c not in ("patient", "session")]
     full = add_derived(session_grid(sessions, patients), scored)

@@ -137,3 +137,16 @@ rule index:
         "python -m allianceflow index --reports-dir reports --fits-dir data/fits"
         " --clean-dir data/clean --reviews {params.reviews:q} --trials {params.trials:q}"
         " --out {output:q} > {log:q} 2>&1"
+
+
+# After a failed run (make run keeps going past a bad dataset, then exits non-zero) the
+# index is rewritten from what exists, each dataset whose jobs logged an error marked
+# failed with that error, so that the page a reader opens never looks complete when it
+# is not. Runs on the machine Snakemake runs on (also under the SLURM profile).
+onerror:
+    shell(
+        "mkdir -p logs/report && python -m allianceflow index --reports-dir reports"
+        " --fits-dir data/fits"
+        " --clean-dir data/clean --logs-dir logs --reviews {REVIEWS} --trials {TRIALS}"
+        " --out reports/index.html > logs/report/index-after-failure.log 2>&1 || true"
+    )

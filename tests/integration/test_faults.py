@@ -1,0 +1,118 @@
+"""Faults: a bad dataset does not stop the others, and the index says what failed.
+
+Each test works on a copy of the built test project (see conftest.built_copy).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import checksums, snakemake
+from .test_new_data import CONFIG, outputs_of, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def test_bad_dataset_fails_alone_and_the_index_says_why(built_copy):
+    work = built_copy
+    others = (outputs_of("meta", "synthetic_small_review")
+              + outputs_of("trials", "synthetic_small_trial")
+              + outputs_of("trials", "synthetic_small_weekly"))
+    before = snapshot(work, others)
+    table = work / "data/raw/meta/konstantopoulos2011/effects.csv"
+    effects = pd.read_csv(table)
+    effects.loc[3, "yi"] = 0.1234567  # a new value elsewhere: the review must be rebuilt
+    effects.loc[3, "vi"] = -0.5       # ... and this one is invalid (row 5 as a sheet shows it)
+    effects.to_csv(table, index=False)
+    raw_before = checksums(work / "data/raw")
+
+    run = snakemake(work, *CONFIG)
+    assert run.returncode != 0, "a failed dataset must make the command fail"
+    assert checksums(work / "data/raw") == raw_before  # raw data never modified
+    assert snapshot(work, others) == before  # the others are complete and untouched
+    log = (work / "logs/clean/meta/konstantopoulos2011.log").read_text()
+    assert "effects.csv, row 5, column 'vi'" in log
+    # the index is rewritten: the bad review is failed, with the reason, and no link to
+    # its stale report; the value itself is withheld
+    index = (work / "reports/index.html").read_text()
+    row = re.search(r"<tr><td>review</td><td>konstantopoulos2011<br>.*?</tr>", index)
+    assert row, index[-3000:]
+    assert "failed" in row.group(0) and "row 5, column" in row.group(0)
+    assert "-0.5" not in row.group(0)
+    for name in ("synthetic_small_review", "synthetic_small_trial", "synthetic_small_weekly"):
+        assert f'href="{"meta" if "review" in name else "trials"}/{name}.html"' in index
+
+    # fixing the data and running again completes, and the index is whole again
+    effects.loc[3, "vi"] = 0.02
+    effects.to_csv(table, index=False)
+    run = snakemake(work, *CONFIG)
+    assert run.returncode == 0, run.stderr[-3000:]
+    index = (work / "reports/index.html").read_text()
+    assert 'href="meta/konstantopoulos2011.html"' in index and ">failed<" not in index
+
+
+@pytest.mark.parametrize("target", [
+    "data/fits/trials/synthetic_small_weekly/within_mediation/summary.csv",
+    "data/fits/meta/synthetic_small_review/summary.csv",
+])
+def test_same_seed_and_data_give_an_identical_summary(built_copy, project, target):
+    work = built_copy
+    (work / target).unlink()
+    run = snakemake(work, *CONFIG, target)
+    assert run.returncode == 0, run.stderr[-3000:]
+    original, _, _ = project
+    assert (work / target).read_bytes() == (original / target).read_bytes()
+    provenance = (work / target).parent / "provenance.json"
+    assert '"seed": 1' in provenance.read_text()  # config/test.yaml's seed, recorded
+
+
+def start_snakemake(work, *args):
+    """Snakemake in its own process group, as `snakemake()` runs it, without waiting."""
+    exe = Path(sys.executable).parent / "snakemake"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.Popen([str(exe), "--workflow-profile", "workflow/profiles/default",
+                             "--cores", "2", *args], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("stage, output, log", [
+    ("mid-fit", "data/fits/trials/synthetic_small_weekly/within_mediation/summary.csv",
+     "logs/fit/trials/synthetic_small_weekly/within_mediation.log"),
+    ("mid-render", "reports/trials/synthetic_small_weekly.html",
+     "logs/report/trials/synthetic_small_weekly.log"),
+])
+def test_sigkill_then_the_same_command_resumes(built_copy, project, stage, output, log):
+    work = built_copy
+    original, _, _ = project
+    (work / output).unlink()
+    (work / log).unlink()
+    proc = start_snakemake(work, *CONFIG)
+    deadline = time.monotonic() + 300
+    while not (work / log).exists():  # the job has started
+        assert proc.poll() is None and time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    time.sleep(3)  # well inside the job (a fit or a render takes longer here)
+    assert proc.poll() is None, f"the run ended before it could be killed {stage}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / output).exists()  # nothing half-written under the final name
+    # what `make run` does: clear the lock the killed run left, run the same command
+    subprocess.run([sys.executable, "-m", "allianceflow", "clear-stale-locks"], cwd=work,
+                   check=True)
+    run = snakemake(work, *CONFIG)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    if output.endswith(".csv"):  # same seed and data: the same numbers as before the kill
+        assert (work / output).read_bytes() == (original / output).read_bytes()
+    else:
+        assert "Mediation analyses" in (work / output).read_text()
+    assert "Nothing to be done" in snakemake(work, *CONFIG, "--dry-run").stdout
