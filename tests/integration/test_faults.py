@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_bad_dataset_fails_alone_and_the_index_says_why(built_copy):
 def test_same_seed_and_data_give_an_identical_summary(built_copy, project, target):
     work = built_copy
     (work / target).unlink()
-    run = snakemake(work, *CONFIG, target)
+    run = snakemake(work, target, *CONFIG)
     assert run.returncode == 0, run.stderr[-3000:]
     original, _, _ = project
     assert (work / target).read_bytes() == (original / target).read_bytes()
@@ -76,43 +77,62 @@ def test_same_seed_and_data_give_an_identical_summary(built_copy, project, targe
 
 
 def start_snakemake(work, *args):
-    """Snakemake in its own process group, as `snakemake()` runs it, without waiting."""
+    """Snakemake in its own process group, as `snakemake()` runs it, without waiting; its
+    output goes to killed-run.txt in the project."""
     exe = Path(sys.executable).parent / "snakemake"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    out = (work / "killed-run.txt").open("w")
     return subprocess.Popen([str(exe), "--workflow-profile", "workflow/profiles/default",
-                             "--cores", "2", *args], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                             "--cores", "2", *args], cwd=work, env=env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
-@pytest.mark.parametrize("stage, output, log", [
-    ("mid-fit", "data/fits/trials/synthetic_small_weekly/within_mediation/summary.csv",
-     "logs/fit/trials/synthetic_small_weekly/within_mediation.log"),
-    ("mid-render", "reports/trials/synthetic_small_weekly.html",
-     "logs/report/trials/synthetic_small_weekly.log"),
+WEEKLY = "synthetic_small_weekly"
+SUMMARY = f"data/fits/trials/{WEEKLY}/within_mediation/summary.csv"
+REPORT = f"reports/trials/{WEEKLY}.html"
+
+
+def add_a_week(work: Path) -> None:
+    """A new trial wave: every patient still in at the last week gets one more week."""
+    table = work / "data/raw/trials" / WEEKLY / "sessions.csv"
+    sessions = pd.read_csv(table)
+    wave = sessions[sessions["week"] == sessions["week"].max()].copy()
+    wave["week"] += 1
+    pd.concat([sessions, wave], ignore_index=True).to_csv(table, index=False)
+
+
+@pytest.mark.parametrize("stage, log", [
+    ("mid-fit", f"logs/fit/trials/{WEEKLY}/within_mediation.log"),
+    ("mid-render", f"logs/report/trials/{WEEKLY}.log"),
 ])
-def test_sigkill_then_the_same_command_resumes(built_copy, project, stage, output, log):
+def test_sigkill_then_the_same_command_resumes(built_copy, project, tmp_path, stage, log):
     work = built_copy
-    original, _, _ = project
-    (work / output).unlink()
+    reference = tmp_path / "reference"  # the same change, built without interruption
+    shutil.copytree(project[0], reference, symlinks=True)
+    add_a_week(reference)
+    assert snakemake(reference, *CONFIG).returncode == 0
+
+    add_a_week(work)
     (work / log).unlink()
     proc = start_snakemake(work, *CONFIG)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while not (work / log).exists():  # the job has started
-        assert proc.poll() is None and time.monotonic() < deadline, "the job never started"
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            "the job never started: " + (work / "killed-run.txt").read_text()[-3000:])
         time.sleep(0.2)
     time.sleep(3)  # well inside the job (a fit or a render takes longer here)
     assert proc.poll() is None, f"the run ended before it could be killed {stage}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (work / output).exists()  # nothing half-written under the final name
+    if stage == "mid-fit":  # nothing half-written under the final name
+        assert not (work / SUMMARY).exists()
     # what `make run` does: clear the lock the killed run left, run the same command
     subprocess.run([sys.executable, "-m", "allianceflow", "clear-stale-locks"], cwd=work,
                    check=True)
     run = snakemake(work, *CONFIG)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    if output.endswith(".csv"):  # same seed and data: the same numbers as before the kill
-        assert (work / output).read_bytes() == (original / output).read_bytes()
-    else:
-        assert "Mediation analyses" in (work / output).read_text()
+    # same seed and data: the same numbers as the uninterrupted build, and a fresh report
+    assert (work / SUMMARY).read_bytes() == (reference / SUMMARY).read_bytes()
+    assert (work / REPORT).stat().st_mtime > (work / SUMMARY).stat().st_mtime
+    assert "Mediation analyses" in (work / REPORT).read_text()
     assert "Nothing to be done" in snakemake(work, *CONFIG, "--dry-run").stdout
