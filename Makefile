@@ -61,10 +61,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
-dry# A run killed outright leaves Snakemake's lock behind; it is cleared first when no
-# Snakemake works in this folder, so that the same command resumes.
-run: $(VENV)/.installed
-	$(BIN)/python -m allianceflow clear-stale-locks
+dryrun: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default -n --cores $(CORES)
 
 # Regenerate environment.yml from the lock (a test checks they agree).
