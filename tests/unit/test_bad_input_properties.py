@@ -1,7 +1,7 @@
 """Property-based tests: malformed inputs either clean or stop with the project's own error.
 
-Hypothesis mutates small valid datasets (a review's effects table, a trial's patients and
-sessions tables, their YAML metadata): cells replaced by values of any type (NaN, inf,
+Hypothesis mutates small valid datasets (a review's effects table and review.yaml, a trial's
+patients and sessions tables and trial.yaml): cells replaced by values of any type (NaN, inf,
 text, huge numbers, empty), columns dropped, rows duplicated, files emptied, truncated,
 saved in another encoding or with a byte-order mark, or as Excel (also with the data on a
 second sheet: the first sheet is read) or SPSS. For every case the cleaning stage
@@ -193,11 +193,8 @@ def yaml_paths(d, prefix=()):
             yield from yaml_paths(v, (*prefix, k))
 
 
-@SETTINGS
-@given(path=st.sampled_from(list(yaml_paths(TRIAL_YAML))), value=ANY_VALUE,
-       delete=st.booleans())
-def test_trial_metadata_mistakes_stop_with_our_error(path, value, delete):
-    meta = yaml.safe_load(yaml.safe_dump(TRIAL_YAML))
+def mutate_yaml(meta: dict, path: tuple, value, delete: bool) -> dict:
+    meta = yaml.safe_load(yaml.safe_dump(meta))
     node = meta
     for key in path[:-1]:
         node = node[key]
@@ -205,6 +202,37 @@ def test_trial_metadata_mistakes_stop_with_our_error(path, value, delete):
         del node[path[-1]]
     else:
         node[path[-1]] = value
+    return meta
+
+
+REVIEW_YAML_FULL = {**REVIEW_YAML, "measure": "r", "expected_direction": "positive",
+                    "columns": {"study": "study"}, "synthetic": False}
+
+
+@SETTINGS
+@given(path=st.sampled_from(list(yaml_paths(REVIEW_YAML_FULL))), value=ANY_VALUE,
+       delete=st.booleans(), item=st.sampled_from(["name", "type", "reference"]))
+def test_review_metadata_mistakes_stop_with_our_error(path, value, delete, item):
+    meta = mutate_yaml(REVIEW_YAML_FULL, path, value, delete)
+    if path == ("moderators",) and not delete and item:  # also inside a moderator entry
+        meta["moderators"] = [{**REVIEW_YAML["moderators"][0], item: value}]
+    work = Path(tempfile.mkdtemp())
+    try:
+        folder = work / "raw" / "rev"
+        folder.mkdir(parents=True)
+        EFFECTS.to_csv(folder / "effects.csv", index=False)
+        (folder / "review.yaml").write_text(yaml.safe_dump(meta))
+        outputs = [work / "out" / "effects.csv", work / "out" / "review.json"]
+        cleans(lambda: clean_review(folder, *outputs), outputs)
+    finally:
+        shutil.rmtree(work)
+
+
+@SETTINGS
+@given(path=st.sampled_from(list(yaml_paths(TRIAL_YAML))), value=ANY_VALUE,
+       delete=st.booleans())
+def test_trial_metadata_mistakes_stop_with_our_error(path, value, delete):
+    meta = mutate_yaml(TRIAL_YAML, path, value, delete)
     work = Path(tempfile.mkdtemp())
     try:
         folder = work / "raw" / "trial"
@@ -213,11 +241,8 @@ def test_trial_metadata_mistakes_stop_with_our_error(path, value, delete):
         SESSIONS.to_csv(folder / "sessions.csv", index=False)
         (folder / "trial.yaml").write_text(yaml.safe_dump(meta))
         out = work / "out"
-        try:
-            clean_trial(folder, out)
-        except AllianceFlowError as exc:
-            assert_own_error(exc, [out / "sessions.csv", out / "patients.csv",
-                                   out / "trial.json"])
+        cleans(lambda: clean_trial(folder, out),
+               [out / "sessions.csv", out / "patients.csv", out / "trial.json"])
     finally:
         shutil.rmtree(work)
 
