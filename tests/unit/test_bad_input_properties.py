@@ -12,6 +12,7 @@ output file behind.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,10 @@ from allianceflow.trial_stage import clean_trial
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-SETTINGS = settings(max_examples=150, deadline=None,
+# Fixed examples in the test suite (derandomize: CI never meets a new case by chance);
+# BAD_INPUT_EXAMPLES=2000 explores afresh with random examples.
+EXPLORE = os.environ.get("BAD_INPUT_EXAMPLES")
+SETTINGS = settings(max_examples=int(EXPLORE or 150), derandomize=not EXPLORE, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 ANY_VALUE = st.one_of(

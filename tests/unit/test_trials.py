@@ -124,3 +124,18 @@ def test_identifier_like_role_columns_are_allowed(tmp_path):
     meta = {**META, "columns": {**META["columns"], "site": "site_name"}}
     trial = load_trial(write_trial(tmp_path / "t", patients, sessions, meta))
     assert list(trial.patients["site"]) == ["s1", "s1"]
+
+
+@pytest.mark.parametrize("table, change", [
+    ("patients", lambda p, s: p["patient"].__setitem__(1, "p1")),       # duplicate patient
+    ("sessions", lambda p, s: s["patient"].__setitem__(0, "zz-9")),    # unknown patient
+    ("sessions", lambda p, s: s["visit"].__setitem__(1, 1)),           # session twice
+])
+def test_errors_name_the_row_not_the_patient(tmp_path, table, change):
+    patients, sessions = good_data()
+    change(patients, sessions)
+    with pytest.raises(DataError) as e:
+        load_trial(write_trial(tmp_path / "t", patients, sessions))
+    assert e.value.row is not None and e.value.file.endswith(f"{table}.csv")
+    for patient_id in ("p1", "p2", "zz-9"):
+        assert f"'{patient_id}'" not in str(e.value)

@@ -27,8 +27,9 @@ def require_rows(mask, df: pd.DataFrame, col: str, file: str | Path, reason: str
     mask = np.asarray(mask, dtype=bool)
     if not mask.all():
         pos = int(np.flatnonzero(~mask)[0])
-        value = df[col].iloc[pos]
-        raise DataError(file, f"{reason} (value: {value!r}); "
+        # patient identifiers stay out of messages and logs: the row locates the cell
+        shown = "withheld" if col == "patient" else repr(df[col].iloc[pos])
+        raise DataError(file, f"{reason} (value: {shown}); "
                               f"{int((~mask).sum())} row(s) affected",
                         row=spreadsheet_row(pos), column=col)
 
@@ -66,8 +67,19 @@ def to_contract_names(raw: pd.DataFrame, columns_map: dict[str, str], file: str 
         if missing:
             raise DataError(file, f"review.yaml maps to column(s) not in the file: "
                                   f"{', '.join(missing)}")
+    clashes = [f"'{v}' -> {k}" for k, v in columns_map.items()
+               if v in raw.columns and k != v and k in raw.columns]
+    if clashes:
+        raise DataError(file, f"the metadata's columns: mapping ({', '.join(clashes)}) would "
+                              "give two columns the same name, as the file also has a column "
+                              "named like the target; rename or remove one of them")
     to_contract = {v: k for k, v in columns_map.items()}
-    return raw.rename(columns=to_contract).reset_index(drop=True)
+    renamed = raw.rename(columns=to_contract).reset_index(drop=True)
+    twice = sorted({c for c in renamed.columns if list(renamed.columns).count(c) > 1})
+    if twice:
+        raise DataError(file, f"column(s) {', '.join(map(str, twice))} appear more than once "
+                              "(after applying the metadata's columns: mapping)")
+    return renamed
 
 
 # Tokens of column names that identify a person directly (GDPR/HIPAA direct identifiers).

@@ -86,7 +86,9 @@ def clean_patients(raw: pd.DataFrame, meta: dict[str, Any], file: Path) -> pd.Da
     dup = out["patient"].duplicated().to_numpy()
     if dup.any():
         pos = int(np.flatnonzero(dup)[0])
-        raise DataError(file, f"patient '{out['patient'].iloc[pos]}' appears more than once",
+        first = int(np.flatnonzero((out["patient"] == out["patient"].iloc[pos]).to_numpy())[0])
+        raise DataError(file, "this patient identifier appears more than once (first at row "
+                              f"{spreadsheet_row(first)})",
                         row=spreadsheet_row(pos), column="patient")
     if "arm" in meta:
         require_columns(df, ["arm"], file, " (trial.yaml declares an arm)")
@@ -133,7 +135,7 @@ def clean_sessions(raw: pd.DataFrame, meta: dict[str, Any], patients: pd.DataFra
     dup = df.duplicated(["patient", "session"]).to_numpy()
     if dup.any():
         pos = int(np.flatnonzero(dup)[0])
-        raise DataError(file, f"patient '{df['patient'].iloc[pos]}' has session "
+        raise DataError(file, "this patient has session "
                               f"{df['session'].iloc[pos]} more than once",
                         row=spreadsheet_row(pos), column="session")
 
