@@ -74,7 +74,7 @@ def fit_sequential(analysis, info, sessions, patients, settings):
     idata["log_likelihood"] = xr.DataTree(loglik.to_dataset())
     post = post.drop_vars([v for v in post.data_vars if v.startswith(("loglik", "change["))])
     draws = xr.merge([post, seq.derived_quantities(post, spec)])
-    names = seq.reported_parameters(spec, data.w_names)
+    names = seq.reported_parameters(spec)
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,
             "observations": {k: int(len(r.value)) for k, r in data.measures.items()}}
     return idata, draws, names, used, asdict(spec)

@@ -66,7 +66,6 @@ class MeasureRows:
     patient: np.ndarray  # index into the analysed patients
     f: np.ndarray  # (session - start) / (end - start)
     value: np.ndarray
-    n_patients: int
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: SequentialSpec
         measures[k] = MeasureRows(
             patient=np.array(index[rows["patient"]].to_numpy(), dtype=np.int64),
             f=np.array((rows["session"] - spec.start) / (spec.end - spec.start), dtype=float),
-            value=np.array(rows[k], dtype=float), n_patients=len(keep))
+            value=np.array(rows[k], dtype=float))
     return SequentialData(x=np.array(keep[x_col], dtype=float), w=np.array(w, dtype=float),
                           w_names=names, measures=measures, n_patients=len(keep),
                           n_excluded=len(patients) - len(keep))
@@ -169,7 +168,7 @@ def derived_quantities(post: xr.Dataset, spec: SequentialSpec) -> xr.Dataset:
     return xr.Dataset(out)
 
 
-def reported_parameters(spec: SequentialSpec, w_names: list[str]) -> list[str]:
+def reported_parameters(spec: SequentialSpec) -> list[str]:
     measures = (*spec.mediators, spec.y)
     return (path_names(spec) + [chain_name(c) for c in chains(spec.mediators)]
             + ["indirect_total", "total", "pm"]
