@@ -16,7 +16,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/clean.smk"
 include: "workflow/rules/meta.smk"
-include: "workflow/rules/mediation.smk"
+include: "workflow/rules/trial.smk"
 include: "workflow/rules/report.smk"
 
 

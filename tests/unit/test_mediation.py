@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 import yaml
 from allianceflow.analyses import check_analysis
+from allianceflow.analysis_stage import effect_probabilities
 from allianceflow.errors import ConfigError
-from allianceflow.mediation_stage import effect_probabilities
 from allianceflow.models import sequential_mediation as seq
 from allianceflow.models import within_mediation as wm
 from allianceflow.models.gaussian import compound_symmetric_loglik

@@ -47,10 +47,10 @@ def cmd_clean_trial(args) -> None:
     clean_trial(args.raw, args.out)
 
 
-def cmd_fit_mediation(args) -> None:
-    from .mediation_stage import fit_mediation
+def cmd_fit_trial_analysis(args) -> None:
+    from .analysis_stage import fit_trial_analysis
 
-    fit_mediation(args.sessions, args.patients, args.info, args.analysis, args.out,
+    fit_trial_analysis(args.sessions, args.patients, args.info, args.analysis, args.out,
                   _settings(args))
 
 
@@ -116,12 +116,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_clean_trial)
 
-    s = sub.add_parser("fit-mediation", help="fit one mediation analysis of one trial")
+    s = sub.add_parser("fit-trial-analysis",
+                       help="fit one analysis of one trial (as its trial.yaml asks)")
     for arg in ("--sessions", "--patients", "--info", "--analysis", "--out"):
         s.add_argument(arg, required=True)
     s.add_argument("--settings", required=True,
                    help="JSON object with the validated sampler and checks settings")
-    s.set_defaults(func=cmd_fit_mediation)
+    s.set_defaults(func=cmd_fit_trial_analysis)
 
     s = sub.add_parser("render", help="execute a report notebook with papermill, render HTML")
     s.add_argument("--template", required=True)

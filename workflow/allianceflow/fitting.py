@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import arviz as az
@@ -25,6 +25,20 @@ pytensor.config.numba__fastmath = False
 
 SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5",
                    "r_hat", "ess_bulk", "ess_tail"]
+
+
+@dataclass
+class Fit:
+    """One fitted trial analysis, ready to be written out: the sampler's output, the
+    draws of every reported quantity, the names to summarise and what the model used."""
+
+    idata: xr.DataTree
+    draws: xr.Dataset
+    names: list[str]
+    used: dict[str, Any]
+    spec: dict[str, Any]
+    extra: dict[str, xr.Dataset] = field(default_factory=dict)  # more groups of posterior.nc
+
 
 
 class GateFailure(AllianceFlowError):
@@ -149,6 +163,13 @@ def _finite_or_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _extreme(values: xr.Dataset, pick) -> float:
+    """Largest or smallest value over every variable, each of its own shape (to_array
+    would broadcast them all to one, which explodes with several per-patient arrays)."""
+    return float(pick(float(pick(v.to_numpy().ravel())) for v in values.data_vars.values()
+                      if v.size))
+
+
 def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThresholds,
                 model: str) -> dict[str, Any]:
     """Convergence figures and the gate decision for one fitted model.
@@ -161,9 +182,9 @@ def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThres
     ess_b = az.ess(post, sample_dims=["chain", "draw"], method="bulk")
     ess_t = az.ess(post, sample_dims=["chain", "draw"], method="tail")
     s = summary.dropna(subset=["r_hat"])
-    max_rhat = max(float(rhat.to_array().max()), float(s["r_hat"].max()))
-    min_bulk = min(float(ess_b.to_array().min()), float(s["ess_bulk"].min()))
-    min_tail = min(float(ess_t.to_array().min()), float(s["ess_tail"].min()))
+    max_rhat = max(_extreme(rhat, max), float(s["r_hat"].max()))
+    min_bulk = min(_extreme(ess_b, min), float(s["ess_bulk"].min()))
+    min_tail = min(_extreme(ess_t, min), float(s["ess_tail"].min()))
     stats = idata["sample_stats"].to_dataset()
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     bfmi_values = np.asarray(az.bfmi(stats, sample_dims=["chain", "draw"])["energy"])

@@ -37,3 +37,28 @@ def score_measure(sessions: pd.DataFrame, items: list[str], reverse: list[str],
     for name, cols in subscales.items():
         out[name] = score_items(keyed[cols], how, min_fraction)
     return out
+
+
+def score_error_variance(items: pd.DataFrame, reverse: list[str], low: float, high: float,
+                         how: str = "mean") -> dict[str, float] | None:
+    """Measurement-error variance of a session's score, estimated from its items.
+
+    Rows (sessions) with every item answered are decomposed additively into a session
+    effect, an item effect and a residual (two-way ANOVA without replication); the
+    residual mean square estimates one item's error variance, so the error variance of
+    the item mean is MS_residual / k (times k^2 for a sum). This is the error of a
+    session's score around the session's true score; a model uses it to undo the
+    attenuation of within-patient effects. None with fewer than 2 items or 3 rows.
+    """
+    keyed = items.astype(float).copy()
+    for item in reverse:
+        keyed[item] = reverse_key(keyed[item], low, high)
+    x = keyed.dropna().to_numpy()
+    n, k = x.shape
+    if k < 2 or n < 3:
+        return None
+    resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0) + x.mean()
+    ms = float((resid**2).sum() / ((n - 1) * (k - 1)))
+    var = ms / k if how == "mean" else ms * k
+    return {"error_sd": var**0.5, "items": k, "sessions": n,
+            "method": "two-way (session x item) residual mean square of complete sessions"}

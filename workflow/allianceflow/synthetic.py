@@ -228,6 +228,7 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
                           if sessions[t] in (1, n_sessions // 2, n_sessions) else np.nan)
             rows.append(row)
     sessions_df = pd.DataFrame(rows)
+    sessions_df = sessions_df.join(therapist_ratings(seed, sessions_df, therapist, ids))
     arm_names = np.where(treated == 1, "CBASP", "SP")
     patients = pd.DataFrame({
         "patient": ids, "arm": arm_names, "site": [f"site{s + 1}" for s in site],
@@ -257,6 +258,24 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
         "dropout": "after session 6, logistic hazard -4.2 - 1.2 * (alliance - 3.5); "
                    "5% of sessions missed at random",
     }
+    truth["growth"] = {
+        "note": "the same truth under the parameter names of the growth analysis: "
+                "alliance_trend:time = b1 + b2 * d21 and arm:time = c_prime + b2 * a2 "
+                "(the outcome's change given the alliance's); the outcome does not depend "
+                "on the alliance level; sd_slope = sqrt(sd_dD^2 + b2^2 sd_dI^2)",
+        "alliance_within": p["g_within"], "alliance_between": 0.0,
+        "alliance_trend:time": p["b1"] + p["b2"] * p["d21"],
+        "arm:time": p["c_prime"] + p["b2"] * p["a2"], "arm": 0.0,
+        "sd_alliance_within": p["sd_delta"], "sd_alliance_trend": p["sd_dA"],
+        "sd_therapist_alliance": p["sd_therapist"], "sigma": p["sd_hrsd"],
+        "sd_slope": round(float(np.hypot(p["sd_dD"], p["b2"] * p["sd_dI"])), 6),
+    }
+    truth["moderation"] = {
+        "note": "the within-patient alliance effect is the same in both arms and does not "
+                "depend on adherence or competence",
+        "alliance_within": p["g_within"], "alliance_within:arm": 0.0,
+        "alliance_within:adherence": 0.0, "alliance_within:competence": 0.0,
+    }
     metadata = {
         "title": "Multicentre RCT, CBASP vs supportive psychotherapy (SYNTHETIC)",
         "citation": "Synthetic; shaped like Klein et al. (2020), sequential mediation "
@@ -274,6 +293,11 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
                     "higher_is_better": False},
             "hrsd": {"label": "HRSD-24 (0-76)", "column": "hrsd", "range": [0, 76],
                      "higher_is_better": False},
+            "adherence": {"label": "Therapist adherence, observer-rated (1-7)",
+                          "column": "adherence", "range": [1, 7], "higher_is_better": True},
+            "competence": {"label": "Therapist competence, observer-rated (1-7)",
+                           "column": "competence", "range": [1, 7],
+                           "higher_is_better": True},
         },
         "roles": {"alliance": "alliance", "outcome": "hrsd", "mediators": ["alliance", "iip"]},
         "change": {"from": 1, "to": n_sessions},
@@ -281,10 +305,30 @@ def cbasp_rct(seed: int = 2020, n_patients: int = 270, n_sessions: int = 20,
             {"name": "sequential_mediation", "type": "sequential_mediation",
              "x": "arm", "m": ["alliance", "iip"], "y": "hrsd"},
             {"name": "growth", "type": "growth", "outcome": "hrsd", "alliance": "alliance"},
+            {"name": "moderation", "type": "moderation", "outcome": "hrsd",
+             "alliance": "alliance", "moderators": ["adherence", "competence"]},
+            {"name": "early_alliance", "type": "early_alliance", "outcome": "hrsd",
+             "alliance": "alliance", "session": 3},
         ],
     }
     return Dataset("trials", "synthetic_cbasp_rct",
                    {"patients": patients, "sessions": sessions_df}, metadata, truth)
+
+
+def therapist_ratings(seed: int, sessions: pd.DataFrame, therapist: np.ndarray,
+                      ids: list[str]) -> pd.DataFrame:
+    """Observer-rated adherence and competence (1-7) per session: a therapist level plus
+    session noise, from their own random stream, so that the other columns of the trial
+    are the same with or without them. The outcome does not depend on them."""
+    rng = np.random.default_rng([seed, 1])
+    n_ther = int(therapist.max()) + 1
+    ther_of = dict(zip(ids, therapist, strict=True))
+    t = np.array([ther_of[p] for p in sessions["patient"]])
+    adherence = rng.normal(5.0, 0.6, n_ther)[t] + rng.normal(0, 0.6, len(t))
+    competence = rng.normal(4.5, 0.5, n_ther)[t] + rng.normal(0, 0.7, len(t))
+    return pd.DataFrame({"adherence": np.clip(np.round(adherence, 1), 1, 7),
+                         "competence": np.clip(np.round(competence, 1), 1, 7)},
+                        index=sessions.index)
 
 
 def internet_adolescent_trial(seed: int = 2023, n_patients: int = 270,
@@ -350,6 +394,7 @@ def internet_adolescent_trial(seed: int = 2023, n_patients: int = 270,
             "a": p["cl_AE"], "b": p["cl_ED"], "me": round(p["cl_AE"] * p["cl_ED"], 6),
             "cov_ab": 0.0,
         },
+        "riclpm": riclpm_truth(p),
         "innovation_sd": {k: p[k] for k in ("sd_eA", "sd_eE", "sd_eD")},
         "random_intercept_sd": {k: p[k] for k in ("sd_RI_A", "sd_RI_E", "sd_RI_D")},
         "random_intercept_cor_alliance_depression": p["cor_RI_AD"],
@@ -388,6 +433,29 @@ def internet_adolescent_trial(seed: int = 2023, n_patients: int = 270,
     }
     return Dataset("trials", "synthetic_internet_adolescent",
                    {"patients": patients, "sessions": sessions}, metadata, truth)
+
+
+def riclpm_truth(p: dict[str, float]) -> dict[str, Any]:
+    """The adolescent trial's truth under the parameter names of the riclpm analysis."""
+    names = {"A": "alliance", "E": "emotion_regulation", "D": "depression"}
+    out: dict[str, Any] = {"note": "the same truth under the parameter names of the riclpm "
+                                   "analysis; the first occasion's SDs are 1.2 x the "
+                                   "innovation SDs"}
+    for k, v in names.items():
+        out[f"ar[{v}]"] = p[f"rho_{k}"]
+    paths = {("D", "A"): p["cl_DA"], ("A", "E"): p["cl_AE"], ("E", "D"): p["cl_ED"],
+             ("A", "D"): p["cl_AD"], ("E", "A"): 0.0, ("D", "E"): 0.0}
+    for (u, v), value in paths.items():
+        out[f"cl[{names[u]}->{names[v]}]"] = value
+    out["indirect[alliance->emotion_regulation->depression]"] = round(p["cl_AE"] * p["cl_ED"], 6)
+    for k, v in names.items():
+        out[f"sd_innovation[{v}]"] = p[f"sd_e{k}"]
+        out[f"sd_ri[{v}]"] = p[f"sd_RI_{k}"]
+        out[f"sd_first[{v}]"] = round(1.2 * p[f"sd_e{k}"], 6)
+    out["cor_ri[alliance,depression]"] = p["cor_RI_AD"]
+    out["cor_ri[alliance,emotion_regulation]"] = 0.0
+    out["cor_ri[emotion_regulation,depression]"] = 0.0
+    return out
 
 
 DEFAULT_GENERATORS = (alliance_outcome_review, iip_alliance_review, cbasp_rct,

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analyses import MEDIATION_TYPES, check_analysis
+from .analyses import check_analysis
 from .config import dataset_identity, validate_metadata
 from .errors import ConfigError, DataError, spreadsheet_row
 from .io import find_table, read_table, read_yaml
-from .scoring import score_measure
+from .scoring import score_error_variance, score_measure
 from .tables import (
     drop_identifiers,
     identifier_strings,
@@ -120,7 +120,8 @@ def clean_patients(raw: pd.DataFrame, meta: dict[str, Any], file: Path) -> pd.Da
 
 
 def clean_sessions(raw: pd.DataFrame, meta: dict[str, Any], patients: pd.DataFrame,
-                   file: Path) -> pd.DataFrame:
+                   file: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Validated, scored sessions, and the item-based error SD of each item-scored measure."""
     df = to_contract_names(raw, meta["columns"], file)
     require_columns(df, ["patient", "session"], file, " (map your own names in trial.yaml)")
     require_rows(df["patient"].notna(), df, "patient", file, "patient identifier is empty")
@@ -140,6 +141,7 @@ def clean_sessions(raw: pd.DataFrame, meta: dict[str, Any], patients: pd.DataFra
                         row=spreadsheet_row(pos), column="session")
 
     out = df[["patient", "session"]].copy()
+    errors: dict[str, Any] = {}
     for name, spec in meta["measures"].items():
         low, high = spec["range"]
         if "column" in spec:
@@ -161,7 +163,10 @@ def clean_sessions(raw: pd.DataFrame, meta: dict[str, Any], patients: pd.DataFra
             out[name] = scores["total"]
             for sub in spec["subscales"]:
                 out[f"{name}_{sub}"] = scores[sub]
-    return out
+            error = score_error_variance(numeric, spec["reverse"], low, high, spec["score"])
+            if error is not None:
+                errors[name] = error
+    return out, errors
 
 
 def session_grid(sessions: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
@@ -214,7 +219,7 @@ def load_trial(folder: str | Path) -> Trial:
     patients = clean_patients(
         drop_identifiers(read_table(pfile), meta["drop"], meta["columns"], pfile, source),
         meta, pfile)
-    sessions = clean_sessions(
+    sessions, measurement_error = clean_sessions(
         drop_identifiers(read_table(sfile), meta["drop"], meta["columns"], sfile, source),
         meta, patients, sfile)
     measures = list(meta["measures"])
@@ -237,9 +242,9 @@ def load_trial(folder: str | Path) -> Trial:
         "change": meta.get("change"),
         "analyses": meta["analyses"],
         "levels": [r for r in ("therapist", "site") if r in patients.columns],
+        "measurement_error": measurement_error,
         "source_files": [pfile.name, sfile.name],
     }
     for analysis in info["analyses"]:
-        if analysis["type"] in MEDIATION_TYPES:
-            check_analysis(analysis, info, str(folder / "trial.yaml"))
+        check_analysis(analysis, info, str(folder / "trial.yaml"))
     return Trial(name=folder.name, patients=patients, sessions=full, info=info)

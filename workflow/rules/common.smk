@@ -35,28 +35,47 @@ def discover(kind):
 
 REVIEWS = discover("meta")
 TRIALS = discover("trials")
-MEDIATION_TYPES = ("sequential_mediation", "within_mediation")
 
 
-def trial_analyses(trial, types=MEDIATION_TYPES):
-    """Names of the analyses of `types` that a trial's trial.yaml asks for. A trial.yaml
-    that does not parse gives none here: its cleaning job reports the error."""
+def trial_analyses(trial):
+    """{name: type} of the analyses a trial's trial.yaml asks for. A trial.yaml that does
+    not parse gives none here: its cleaning job reports the error."""
     try:
         meta = yaml.safe_load((Path(RAW) / "trials" / trial / "trial.yaml").read_text())
-        return [a["name"] for a in meta.get("analyses", []) if a.get("type") in types]
+        return {a["name"]: a["type"] for a in meta.get("analyses", [])}
     except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
-        return []
+        return {}
 
 
-def mediation_fits(wildcards):
-    """Summary, diagnostics and posterior of every mediation analysis of one trial."""
+def trial_fits(wildcards):
+    """Summary, diagnostics and posterior of every analysis of one trial."""
     names = trial_analyses(wildcards.trial)
     fits = f"data/fits/trials/{wildcards.trial}"
     return {
-        "mediation_summaries": [f"{fits}/{a}/summary.csv" for a in names],
-        "mediation_diagnostics": [f"{fits}/{a}/diagnostics.json" for a in names],
-        "mediation_posteriors": [f"{fits}/{a}/posterior.nc" for a in names],
+        "summaries": [f"{fits}/{a}/summary.csv" for a in names],
+        "diagnostics": [f"{fits}/{a}/diagnostics.json" for a in names],
+        "posteriors": [f"{fits}/{a}/posterior.nc" for a in names],
     }
+
+
+# The package modules each analysis type's results are computed by (see package_code).
+FIT_CODE = ("analysis_stage.py", "analyses.py", "fitting.py", "provenance.py")
+GROWTH_CODE = ("trial_models_stage.py", "models/multilevel.py", "models/gaussian.py")
+ANALYSIS_CODE = {
+    "growth": (*GROWTH_CODE, "models/growth.py"),
+    "moderation": (*GROWTH_CODE, "models/growth.py"),
+    "early_alliance": (*GROWTH_CODE, "models/early_alliance.py"),
+    "riclpm": ("trial_models_stage.py", "models/riclpm.py"),
+    "sequential_mediation": ("mediation_stage.py", "models/gaussian.py",
+                             "models/sequential_mediation.py"),
+    "within_mediation": ("mediation_stage.py", "models/gaussian.py",
+                         "models/within_mediation.py"),
+}
+
+
+def analysis_code(wildcards):
+    kind = trial_analyses(wildcards.trial).get(wildcards.analysis)
+    return package_code(*FIT_CODE, *ANALYSIS_CODE.get(kind, ()))
 
 
 wildcard_constraints:

@@ -58,13 +58,14 @@ rule report_review:
 
 rule report_trial:
     input:
-        unpack(mediation_fits),
+        unpack(trial_fits),
         template="workflow/notebooks/trial.ipynb",
         sessions="data/clean/trials/{trial}/sessions.csv",
         patients="data/clean/trials/{trial}/patients.csv",
         info="data/clean/trials/{trial}/trial.json",
         truth=lambda wildcards: truth_file("trials", wildcards.trial),
-        code=package_code("reports.py", "report_parts.py", "report_trial.py"),
+        code=package_code("reports.py", "report_parts.py", "report_trial.py",
+                          "report_trial_models.py"),
     output:
         notebook="reports/trials/{trial}.ipynb",
         html=report(
@@ -83,9 +84,8 @@ rule report_trial:
                 "info_json": input.info,
                 "truth_yaml": input.truth[0] if input.truth else "",
                 # analysis name -> its fit folder under data/fits/trials/<trial>/
-                "mediation_dirs": {
-                    Path(s).parent.name: str(Path(s).parent)
-                    for s in input.mediation_summaries
+                "analysis_dirs": {
+                    Path(s).parent.name: str(Path(s).parent) for s in input.summaries
                 },
             }
         ),

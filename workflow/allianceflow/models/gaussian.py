@@ -21,3 +21,61 @@ def compound_symmetric_loglik(resid, patient: np.ndarray, n_patients: int, sigma
     quad = (ss - t2 * s1**2 / denom) / s2
     logdet = (n - 1) * pt.log(s2) + pt.log(denom)
     return -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
+
+
+def _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slope, rho):
+    """Per-patient sums for a random level and slope on f: returns (L entries, K, L'b,
+    r'D^-1 r, sum log d); see intercept_slope_loglik."""
+    def per_patient(values):
+        return pt.inc_subtensor(pt.zeros(n_patients)[patient], values)
+
+    w = 1.0 / var
+    s00, s01, s11 = per_patient(w), per_patient(w * f), per_patient(w * f * f)
+    b0, b1 = per_patient(w * resid), per_patient(w * f * resid)
+    l00, l10, l11 = sd_level, rho * sd_slope, sd_slope * pt.sqrt(1 - rho**2)
+    # K = I + L' S L for lower-triangular L (entries l00, l10, l11)
+    k00 = 1 + l00**2 * s00 + 2 * l00 * l10 * s01 + l10**2 * s11
+    k01 = l00 * l11 * s01 + l10 * l11 * s11
+    k11 = 1 + l11**2 * s11
+    c0, c1 = l00 * b0 + l10 * b1, l11 * b1
+    return ((l00, l10, l11), (k00, k01, k11), (c0, c1), per_patient(w * resid**2),
+            per_patient(pt.log(var)))
+
+
+def intercept_slope_loglik(resid, f: np.ndarray, var, patient: np.ndarray, n_patients: int,
+                           sd_level, sd_slope, rho):
+    """Per-patient log density of residuals sharing a random level and slope on f.
+
+    A patient's residuals r (rows at times f, independent variances d) have covariance
+    V = D + Z G Z', Z = [1, f], G = L L' with L = [[s0, 0], [rho s1, s1 sqrt(1 - rho^2)]].
+    With S = Z' D^-1 Z, b = Z' D^-1 r and K = I + L' S L (2 x 2, closed form):
+        log det V = sum log d + log det K
+        r' V^-1 r = r' D^-1 r - (L' b)' K^-1 (L' b)          (Woodbury)
+    Written with L rather than G^-1, it stays finite when an SD goes to zero.
+    """
+    n = np.bincount(patient, minlength=n_patients).astype(float)
+    _, (k00, k01, k11), (c0, c1), rr, logd = _intercept_slope_terms(
+        resid, f, var, patient, n_patients, sd_level, sd_slope, rho)
+    det = k00 * k11 - k01**2
+    quad = rr - (k11 * c0**2 - 2 * k01 * c0 * c1 + k00 * c1**2) / det
+    return -0.5 * (n * np.log(2 * np.pi) + logd + pt.log(det) + quad)
+
+
+def intercept_slope_posterior(resid, f: np.ndarray, var, patient: np.ndarray,
+                              n_patients: int, sd_level, sd_slope, rho):
+    """Each patient's random (level, slope) given their residuals: mean and covariance.
+
+    With eta = L z, z ~ N(0, I): z | r ~ N(K^-1 L' b, K^-1), so eta | r has mean
+    L K^-1 L' b and covariance L K^-1 L'. Returns a patients x 5 tensor: mean level,
+    mean slope, var level, cov, var slope.
+    """
+    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _ = _intercept_slope_terms(
+        resid, f, var, patient, n_patients, sd_level, sd_slope, rho)
+    det = k00 * k11 - k01**2
+    i00, i01, i11 = k11 / det, -k01 / det, k00 / det  # K^-1
+    z0, z1 = i00 * c0 + i01 * c1, i01 * c0 + i11 * c1
+    mean0, mean1 = l00 * z0, l10 * z0 + l11 * z1
+    v00 = l00**2 * i00
+    v01 = l00 * (l10 * i00 + l11 * i01)
+    v11 = l10**2 * i00 + 2 * l10 * l11 * i01 + l11**2 * i11
+    return pt.stack([mean0, mean1, v00, v01, v11], axis=1)

@@ -1,17 +1,16 @@
-# Stage 3: mediation analyses of each trial, as its trial.yaml asks: sequential mediation
-# on latent change scores, and within-person (1-1-1, bmlm-equivalent) mediation.
-# Writes summary.csv, diagnostics.json, posterior.nc and provenance.json per analysis.
+# Stage 3: the analyses each trial's trial.yaml asks for, one job per analysis:
+# growth and moderation (between/within alliance), early alliance, RI-CLPM, sequential
+# mediation on latent change scores and within-person (1-1-1) mediation. The package
+# picks the model by the analysis's type. Writes summary.csv, diagnostics.json,
+# posterior.nc and provenance.json per analysis.
 
 
-rule fit_mediation:
+rule fit_trial_analysis:
     input:
         sessions="data/clean/trials/{trial}/sessions.csv",
         patients="data/clean/trials/{trial}/patients.csv",
         info="data/clean/trials/{trial}/trial.json",
-        code=package_code(
-            "mediation_stage.py", "analyses.py", "fitting.py", "models/gaussian.py",
-            "models/sequential_mediation.py", "models/within_mediation.py", "provenance.py",
-        ),
+        code=analysis_code,
     output:
         summary=report(
             "data/fits/trials/{trial}/{analysis}/summary.csv",
@@ -35,6 +34,6 @@ rule fit_mediation:
     conda:
         "../../environment.yml"
     shell:
-        "python -m allianceflow fit-mediation --sessions {input.sessions:q}"
+        "python -m allianceflow fit-trial-analysis --sessions {input.sessions:q}"
         " --patients {input.patients:q} --info {input.info:q} --analysis {wildcards.analysis:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"

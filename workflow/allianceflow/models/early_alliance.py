@@ -1,0 +1,178 @@
+"""Early alliance predicting end-of-treatment outcome, adjusting for baseline severity.
+
+The question of most alliance-outcome studies (Flueckiger et al., 2018): does the
+alliance at an early session (`session`, e.g. 3) predict the outcome at the end of
+treatment (`end`), given the arm and baseline covariates? Patients who leave early have
+no end-of-treatment score, and dropping them (listwise deletion) biases the answer when
+dropout depends on how they were doing. So the end-of-treatment outcome is each
+patient's latent level at the end of their outcome trajectory over the sessions after
+the early one:
+
+    y_it = level_i + slope_i g_t + eps_it,   g_t = (t - end) / (end - session) in (-1, 0]
+    level_i = intercept + early_alliance (A_i - cA) + arm x_i + beta'w_i + v_th + v_site + u_i
+    slope_i = time + early_alliance:time (A_i - cA) + arm:time x_i + (beta:time)'w_i + s_i
+
+so early_alliance is the difference in expected end-of-treatment outcome per point of
+early alliance, and every observed session after the early one informs it (missing at
+random given those sessions). (u_i, s_i) are correlated (LKJ) and integrated out exactly
+(gaussian.intercept_slope_loglik); sd_level, sd_slope and corr_level_slope describe them
+at the middle of the outcome rows' time, where the model is sampled.
+
+The early alliance A_i is a latent true score, A_i ~ N(alpha_0 + alpha_arm x_i +
+therapist + site, sd_early_alliance): it is observed with the item-based error SD of the
+session's score (none for single-column measures), which would otherwise attenuate the
+effect; and a patient who missed the early session keeps their outcome sessions in the
+likelihood, A_i being imputed from its distribution. early_alliance_per_sd is the effect
+per SD of true early alliance.
+
+Priors: as in models/growth.py (intercept N(mean_y, 2 s_y); time, arm and covariate
+effects N(0, s_y); alliance effects N(0, s_y / s_A); SDs HalfNormal(s); LKJ(2)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+
+from .gaussian import intercept_slope_loglik
+from .multilevel import (
+    PatientDesign,
+    complete_patients,
+    fixed_effects,
+    group_codes,
+    group_intercepts,
+    pair_prior,
+    patient_design,
+)
+
+
+@dataclass(frozen=True)
+class EarlySpec:
+    outcome: str
+    alliance: str
+    session: int  # the early session whose alliance predicts
+    end: int  # end of treatment
+    arm: bool = False
+    covariates: tuple[str, ...] = ()
+    therapist: bool = False
+    site: bool = False
+    error_sd: float = 0.0
+    lkj_eta: float = 2.0
+
+
+@dataclass(frozen=True)
+class EarlyData:
+    patient: np.ndarray  # outcome row -> patient 0..n-1
+    g: np.ndarray  # (session - end) / (end - early session)
+    y: np.ndarray
+    early: np.ndarray  # per patient; NaN where the early session was missed
+    design: PatientDesign
+    therapist: np.ndarray | None
+    site: np.ndarray | None
+    n_patients: int
+    n_excluded: int  # arm or covariates missing
+    n_no_outcome: int  # no outcome after the early session
+    early_centre: float
+    g_mid: float  # mean g of the outcome rows: the model is sampled there
+
+
+def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: EarlySpec) -> EarlyData:
+    keep = complete_patients(patients, spec.arm, spec.covariates)
+    pts = patients[keep]
+    rows = sessions[(sessions["session"] > spec.session) & (sessions["session"] <= spec.end)
+                    & sessions[spec.outcome].notna() & sessions["patient"].isin(pts["patient"])]
+    with_outcome = pts["patient"].isin(rows["patient"])
+    pts = pts[with_outcome].reset_index(drop=True)
+    index = pd.Series(np.arange(len(pts)), index=pts["patient"])
+    early = (sessions[sessions["session"] == spec.session].set_index("patient")[spec.alliance]
+             .reindex(pts["patient"]).to_numpy(dtype=float))
+    g = (rows["session"].to_numpy(dtype=float) - spec.end) / (spec.end - spec.session)
+    return EarlyData(
+        patient=np.array(index[rows["patient"]].to_numpy(), dtype=np.int64),
+        g=g, g_mid=float(g.mean()),
+        y=np.array(rows[spec.outcome], dtype=float), early=np.array(early),
+        design=patient_design(pts, spec.arm, spec.covariates),
+        therapist=group_codes(pts, "therapist") if spec.therapist else None,
+        site=group_codes(pts, "site") if spec.site else None,
+        n_patients=len(pts), n_excluded=int((~keep).sum()),
+        n_no_outcome=int((~with_outcome).sum()), early_centre=float(np.nanmean(early)),
+    )
+
+
+def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
+    """Each patient's true early alliance: latent where missed or measured with error."""
+    seen = ~np.isnan(data.early)
+    mean = pm.Normal("alliance_intercept", data.early_centre, 2 * s_a) * np.ones(data.n_patients)
+    if x_arm is not None:
+        mean = mean + pm.Normal("alliance_arm", 0.0, s_a) * x_arm
+    if data.therapist is not None:
+        mean = mean + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2)
+    if data.site is not None:
+        mean = mean + group_intercepts("sd_site_alliance", data.site, s_a / 2)
+    sd = pm.HalfNormal("sd_early_alliance", s_a)
+    if spec.error_sd > 0:
+        true = pm.Normal("early_true", mean, sd)
+        pm.Normal("early_obs", true[seen], spec.error_sd, observed=data.early[seen])
+        return true, sd
+    pm.Normal("early_obs", mean[seen], sd, observed=data.early[seen])
+    true = pt.as_tensor(np.nan_to_num(data.early))
+    missed = np.flatnonzero(~seen)
+    if missed.size:
+        imputed = pm.Normal("early_missed", mean[missed], sd)
+        true = pt.set_subtensor(true[missed], imputed)
+    return true, sd
+
+
+def build_model(data: EarlyData, spec: EarlySpec) -> pm.Model:
+    """Sampled at the middle of the outcome rows' time (g - g_mid), where level and slope
+    are nearly uncorrelated; the end-of-treatment effects are derived from them."""
+    s_y = float(data.y.std())
+    s_a = float(np.nanstd(data.early)) or 1.0
+    names, x = data.design.names, data.design.x
+    x_arm = x[:, names.index("arm")] if "arm" in names else None
+    g = data.g - data.g_mid
+    with pm.Model() as model:
+        early, sd_early = early_alliance_scores(data, spec, x_arm, s_a)
+        centred = early - data.early_centre
+        effect = pm.Normal("early_alliance@mid", 0.0, s_y / s_a)
+        effect_t = pm.Normal("early_alliance:time", 0.0, s_y / s_a)
+        beta = fixed_effects(names, s_y, suffix="@mid")
+        beta_t = fixed_effects(names, s_y, suffix=":time")
+        intercept = pm.Normal("intercept@mid", data.y.mean(), 2 * s_y)
+        time = pm.Normal("time", 0.0, s_y)
+        # the same quantities at the end of treatment (g = 0)
+        end_effect = pm.Deterministic("early_alliance", effect - data.g_mid * effect_t)
+        pm.Deterministic("early_alliance_per_sd", end_effect * sd_early)
+        pm.Deterministic("intercept", intercept - data.g_mid * time)
+        for k, name in enumerate(names):
+            pm.Deterministic(name, beta[k] - data.g_mid * beta_t[k])
+        level = intercept + pt.dot(x, beta) + effect * centred
+        slope = time + pt.dot(x, beta_t) + effect_t * centred
+        if data.therapist is not None:
+            level += group_intercepts("sd_therapist", data.therapist, s_y / 2)
+        if data.site is not None:
+            level += group_intercepts("sd_site", data.site, s_y / 2)
+        pj = data.patient
+        sigma = pm.HalfNormal("sigma", s_y)
+        sd0, sd1, rho = pair_prior(("sd_level", "sd_slope", "corr_level_slope"), (s_y, s_y),
+                                   spec.lkj_eta)
+        ll = intercept_slope_loglik(data.y - level[pj] - slope[pj] * g, g,
+                                    sigma**2 * np.ones(len(data.y)), pj, data.n_patients,
+                                    sd0, sd1, rho)
+        pm.Potential("outcome_loglik", ll.sum())
+        pm.Deterministic("loglik_patient", ll)
+    return model
+
+
+def reported_parameters(data: EarlyData, post: xr.Dataset) -> list[str]:
+    names = (["early_alliance", "early_alliance_per_sd", "early_alliance:time", "intercept",
+              "time"] + data.design.names + [f"{n}:time" for n in data.design.names]
+             + ["sd_level", "sd_slope", "corr_level_slope", "sigma", "alliance_intercept",
+                "alliance_arm", "sd_early_alliance", "sd_therapist", "sd_site",
+                "sd_therapist_alliance", "sd_site_alliance"])
+    return [n for n in names if n in post.data_vars]
