@@ -40,7 +40,8 @@ def project(tmp_path_factory):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     raw = work / "data" / "raw"
     # A real review (CSV), a small synthetic review (Excel), two small synthetic trials
-    # (SPSS: sequential mediation; CSV: weekly, lagged within-person mediation).
+    # (SPSS: sequential mediation, growth, moderation, early alliance; CSV: weekly, RI-CLPM
+    # and lagged within-person mediation).
     k = raw / "meta" / "konstantopoulos2011"
     shutil.copytree(ROOT / "data" / "raw" / "meta" / "konstantopoulos2011", k)
     small = synthetic.alliance_outcome_review(seed=5, n_studies=25, n_effects=35)

@@ -134,5 +134,5 @@ def test_sigkill_then_the_same_command_resumes(built_copy, project, tmp_path, st
     # same seed and data: the same numbers as the uninterrupted build, and a fresh report
     assert (work / SUMMARY).read_bytes() == (reference / SUMMARY).read_bytes()
     assert (work / REPORT).stat().st_mtime > (work / SUMMARY).stat().st_mtime
-    assert "Mediation analyses" in (work / REPORT).read_text()
+    assert "within_mediation (within mediation)" in (work / REPORT).read_text()
     assert "Nothing to be done" in snakemake(work, *CONFIG, "--dry-run").stdout

@@ -110,9 +110,9 @@ def test_new_trial_wave_rebuilds_only_its_trial(built_copy):
     pyreadstat.write_sav(pd.concat([sessions, wave], ignore_index=True), table,
                          column_labels=meta.column_labels)
 
-    # its mediation analysis is refitted (the cleaned sessions changed), nothing else
-    assert scheduled_jobs(work) == {"clean_trial": 1, "fit_mediation": 1, "report_trial": 1,
-                                    "index": 1, "all": 1}
+    # its four analyses are refitted (the cleaned sessions changed), nothing else
+    assert scheduled_jobs(work) == {"clean_trial": 1, "fit_trial_analysis": 4,
+                                    "report_trial": 1, "index": 1, "all": 1}
     run = snakemake(work, *CONFIG)
     assert run.returncode == 0, run.stderr[-3000:]
     assert snapshot(work, untouched) == before
@@ -129,13 +129,18 @@ def test_model_code_change_reruns_the_fits_that_use_it(built_copy):
                                     "index": 1, "all": 1}
 
 
-def test_mediation_code_change_reruns_only_the_mediation_fits(built_copy):
+@pytest.mark.parametrize("module, fits", [
+    ("within_mediation.py", 1),  # the weekly trial's within-person mediation
+    ("growth.py", 2),  # the small trial's growth and moderation analyses
+    ("riclpm.py", 1),
+])
+def test_trial_model_code_change_reruns_only_the_fits_of_its_type(built_copy, module, fits):
     work = built_copy
-    code = work / "workflow/allianceflow/models/within_mediation.py"
-    code.write_text(code.read_text() + "\n# an edit to the within-person model\n")
-    # one rule per trial analysis: both mediation fits rerun, then their trials' reports
-    assert scheduled_jobs(work) == {"fit_mediation": 2, "report_trial": 2, "index": 1,
-                                    "all": 1}
+    code = work / "workflow/allianceflow/models" / module
+    code.write_text(code.read_text() + "\n# an edit to this model\n")
+    # one job per trial analysis: only the analyses of this type rerun, then their report
+    assert scheduled_jobs(work) == {"fit_trial_analysis": fits, "report_trial": 1,
+                                    "index": 1, "all": 1}
 
 
 def test_prior_change_reruns_fits_and_influence_only(built_copy):

@@ -69,7 +69,7 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     assert submitted, output[-3000:]
     assert submitted == set(cluster.submitted_job_ids())
     rules_run = re.findall(r"^\s*(?:local)?rule (\w+):", output, flags=re.M)
-    assert {"fit_review", "influence_review", "fit_mediation", "report_review",
+    assert {"fit_review", "influence_review", "fit_trial_analysis", "report_review",
             "report_trial", "index", "clean_review", "clean_trial"} <= set(rules_run)
     # the two cleaning jobs form one group: one submission for both
     assert len(submitted) == len([r for r in rules_run if r != "all"]) - 1

@@ -102,13 +102,33 @@ SEQUENTIAL = {"a[alliance]", "a[iip]", "d[alliance->iip]", "b[alliance]", "b[iip
               "indirect_total", "total", "pm", "prob_gt0[indirect_total]"}
 WITHIN = {"a", "b", "c_prime", "c", "cov_ab", "me", "pme", "sd_a", "sd_b", "sd_c_prime",
           "sigma_m", "sigma_y", "a_between", "me_between", "prob_gt0[me]"}
+GROWTH = {"alliance_within", "alliance_between", "alliance_trend:time", "intercept", "time",
+          "arm", "arm:time", "beta[hrsd_baseline]", "beta[hrsd_baseline]:time", "sd_intercept",
+          "sd_slope", "sigma", "sd_alliance_within", "reliability_within",
+          "prob_gt0[alliance_within]"}
+MODERATION = GROWTH | {"alliance_within:adherence", "alliance_within:competence",
+                       "alliance_within:arm", "alliance_between:arm", "alliance_within[CBASP]"}
+EARLY = {"early_alliance", "early_alliance_per_sd", "early_alliance:time", "arm",
+         "sd_early_alliance", "prob_gt0[early_alliance]"}
+RICLPM = {"ar[alliance]", "cl[alliance->emotion_regulation]",
+          "cl[emotion_regulation->depression]", "cl[depression->alliance]",
+          "indirect[alliance->emotion_regulation->depression]", "sd_ri[depression]",
+          "cor_ri[alliance,depression]", "sd_innovation[alliance]", "sd_first[alliance]"}
+HEADLINE = {"sequential_mediation": "indirect_total", "within_mediation": "me",
+            "growth": "alliance_within", "moderation": "alliance_within",
+            "early_alliance": "early_alliance",
+            "riclpm": "indirect[alliance->emotion_regulation->depression]"}
 
 
 @pytest.mark.parametrize("trial, analysis, names", [
     ("synthetic_small_trial", "sequential_mediation", SEQUENTIAL),
     ("synthetic_small_weekly", "within_mediation", WITHIN),
+    ("synthetic_small_trial", "growth", GROWTH),
+    ("synthetic_small_trial", "moderation", MODERATION),
+    ("synthetic_small_trial", "early_alliance", EARLY),
+    ("synthetic_small_weekly", "riclpm", RICLPM),
 ])
-def test_mediation_outputs_and_report(project, trial, analysis, names):
+def test_trial_analysis_outputs_and_report(project, trial, analysis, names):
     work, _, _ = project
     fits = work / "data" / "fits" / "trials" / trial / analysis
     summary = pd.read_csv(fits / "summary.csv")
@@ -117,15 +137,16 @@ def test_mediation_outputs_and_report(project, trial, analysis, names):
     assert set(summary["model"]) == {analysis}
     diag = json.loads((fits / "diagnostics.json").read_text())
     used = diag["models"][analysis]["used"]
-    assert used["patients"] == (30 if trial == "synthetic_small_trial" else 40)
+    if analysis != "early_alliance":  # there: patients with an outcome after session 3
+        assert used["patients"] == (30 if trial == "synthetic_small_trial" else 40)
     assert (fits / "posterior.nc").stat().st_size > 0
     # the report shows the numbers of summary.csv, and the index the headline
     html = (work / "reports" / "trials" / f"{trial}.html").read_text()
-    headline = "indirect_total" if analysis == "sequential_mediation" else "me"
+    headline = HEADLINE[analysis]
     row = summary.set_index("parameter").loc[headline]
     for value in (row["mean"], row["q2.5"], row["q97.5"]):
         assert f"{value:.3f}" in html, f"{headline} {value:.3f} missing from the report"
-    assert "Mediation analyses" in html and "Not built yet" in html
+    assert f"{analysis} ({analysis.replace('_', ' ')})" in html and "Not built yet" not in html
     index = (work / "reports" / "index.html").read_text()
     assert f"{analysis}: {headline} = {row['mean']:.3f}" in index
     # no patient identifiers (P001..., A001...) anywhere in the report

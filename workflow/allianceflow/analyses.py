@@ -110,6 +110,8 @@ def check_trial_model(analysis: dict[str, Any], info: dict[str, Any], where: str
             raise ConfigError(f"{where}: session {session} (the early alliance) must be a "
                               f"session of the trial before the end ({end})")
         return
+    if analysis.get("decomposition", "latent") not in ("latent", "observed"):
+        raise ConfigError(f"{where}: decomposition must be latent or observed")
     moderators = analysis.get("moderators", [])
     _unknown(moderators, scores + info["baseline"], where,
              "measures or baseline covariates")

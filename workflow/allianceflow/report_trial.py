@@ -11,17 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .analyses import MEDIATION_TYPES
-
 PLOT_SEED = 20261122  # which anonymous persons a forest shows; fixed so reports rebuild equal
-
-
-def built_and_pending(info: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Analyses of trial.yaml this build fits, and those whose models are not built yet."""
-    built = [a["name"] for a in info["analyses"] if a["type"] in MEDIATION_TYPES]
-    pending = [f"{a['name']} ({a['type']})" for a in info["analyses"]
-               if a["type"] not in MEDIATION_TYPES]
-    return built, pending
 
 
 def effect_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -42,16 +32,18 @@ def _label(rows: pd.DataFrame, name: str) -> str:
     return f"{r['mean']:.{d}f} [{r['q2.5']:.{d}f}, {r['q97.5']:.{d}f}]"
 
 
-def _arrow(ax, start, end, text, where=0.5, offset=(0.0, 0.0)):
+def _arrow(ax, start, end, text, where=0.5, offset=(0.0, 0.0), color="#333"):
     """An arrow with its label `where` along it (0 = start), on a white patch."""
     dx, dy = end[0] - start[0], end[1] - start[1]
     shrink = 28 + 30 * abs(dx) / np.hypot(dx, dy)  # boxes are wider than tall
     ax.annotate("", xy=end, xytext=start,
-                arrowprops={"arrowstyle": "-|>", "lw": 1.4, "color": "#333",
+                arrowprops={"arrowstyle": "-|>", "lw": 1.4, "color": color,
                             "shrinkA": shrink, "shrinkB": shrink})
+    if not text:
+        return
     at = (start[0] + where * (end[0] - start[0]) + offset[0],
           start[1] + where * (end[1] - start[1]) + offset[1])
-    ax.text(*at, text, ha="center", va="center", fontsize=8.5, zorder=3,
+    ax.text(*at, text, ha="center", va="center", fontsize=8.5, zorder=3, color=color,
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "lw": 0.5})
 
 

@@ -184,7 +184,17 @@ def dataset_failure(logs_dir: Path, kind: str, name: str) -> str | None:
 
 
 # the headline parameter of each analysis type
-HEADLINE_PARAMETER = {"sequential_mediation": "indirect_total", "within_mediation": "me"}
+HEADLINE_PARAMETER = {"sequential_mediation": "indirect_total", "within_mediation": "me",
+                      "growth": "alliance_within", "moderation": "alliance_within",
+                      "early_alliance": "early_alliance"}
+
+
+def headline_parameter(analysis: dict[str, Any]) -> str:
+    """RI-CLPM: the lag-2 indirect effect along its variables, or the first cross-lag."""
+    if analysis["type"] == "riclpm":
+        v = analysis["variables"]
+        return f"indirect[{'->'.join(v)}]" if len(v) >= 3 else f"cl[{v[0]}->{v[1]}]"
+    return HEADLINE_PARAMETER[analysis["type"]]
 
 
 def trial_fit_lines(trial_fits: Path, info: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -192,11 +202,11 @@ def trial_fit_lines(trial_fits: Path, info: dict[str, Any]) -> tuple[list[str], 
     statuses, lines = [], []
     for analysis in info["analyses"]:
         folder = trial_fits / analysis["name"]
-        if analysis["type"] not in HEADLINE_PARAMETER or not (folder / "summary.csv").exists():
+        if not (folder / "summary.csv").exists():
             continue
         statuses.append(gate_status(json.loads((folder / "diagnostics.json").read_text())))
         rows = pd.read_csv(folder / "summary.csv").set_index("parameter")
-        name = HEADLINE_PARAMETER[analysis["type"]]
+        name = headline_parameter(analysis)
         r = rows.loc[name]
         lines.append(f"{analysis['name']}: {name} = {_fmt(r['mean'])} "
                      f"[{_fmt(r['q2.5'])}, {_fmt(r['q97.5'])}]")

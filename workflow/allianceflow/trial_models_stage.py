@@ -7,7 +7,8 @@ Options in trial.yaml (defaults in brackets):
       moderators [none; measures or baseline covariates moderating the within effect],
       by_arm [no; yes for moderation in a trial with arms], measurement_error [yes: use
       the item-based error SD of the alliance score where it has items], start and end
-      [trial.yaml change, else the first and last sessions].
+      [trial.yaml change, else the first and last sessions], decomposition [latent; or
+      observed: OLS patient means and trends, see models/growth.py].
   early_alliance: outcome, alliance, covariates, therapist, site, measurement_error as
       above; session [3], the early session; end [change.to, else the last session].
   riclpm: variables (2 to 4 measures, in the order of the indirect effect reported);
@@ -53,7 +54,8 @@ def growth_spec(analysis: dict[str, Any], info: dict[str, Any]) -> growth.Growth
     start, end = session_window(analysis, info)
     return growth.GrowthSpec(**common_options(analysis, info), start=start, end=end,
                              moderators=tuple(analysis.get("moderators", [])),
-                             by_arm=by_arm_default(analysis, info))
+                             by_arm=by_arm_default(analysis, info),
+                             decomposition=analysis.get("decomposition", "latent"))
 
 
 def early_spec(analysis: dict[str, Any], info: dict[str, Any]) -> early.EarlySpec:
@@ -98,7 +100,9 @@ def fit_growth(analysis, info, sessions, patients, settings: SamplerSettings) ->
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,
             "outcome_sessions": int(has_y.sum()), "alliance_sessions": int(has_a.sum()),
             "sessions_with_both": int((has_y & has_a).sum()),
-            "alliance_error_sd": spec.error_sd}
+            "alliance_error_sd": spec.error_sd, "decomposition": spec.decomposition}
+    if spec.decomposition == "observed":
+        used["patients_with_under_2_alliance_sessions"] = data.n_too_few_alliance
     return Fit(idata, draws, growth.reported_parameters(data, spec, draws), used,
                asdict(spec), {"shown_observed": observed})
 

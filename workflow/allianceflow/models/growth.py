@@ -32,6 +32,16 @@ lambda sd_e^2). Sessions with the outcome but no alliance get N(mu_it, sigma^2 +
 sd_w^2); sessions with alliance but no outcome inform the alliance part. Missed
 sessions and dropout are therefore handled by the likelihood (missing at random).
 
+`decomposition: observed` is the classic alternative (and the one most published alliance
+studies used): each patient's OLS alliance line gives their level at mid-course and their
+trend, plugged in as known, and the session's residual from it is the within part. It
+attenuates the between-patient effects (an OLS trend from a dozen sessions is a noisy
+measure of the patient's trend) and leaks part of the trend effect into the arm x time
+effect; it is there to reproduce such analyses, and it is what the agreement test with
+statsmodels' MixedLM compares (tests/validation/test_trial_models_recovery.py). Sessions
+without an alliance score and patients with fewer than 2 are then left out of the outcome
+part.
+
 Moderation: alliance_within:<moderator> for session or patient moderators (centred), and
 with `by_arm` alliance_within:arm and alliance_between:arm.
 
@@ -79,6 +89,7 @@ class GrowthSpec:
     moderators: tuple[str, ...] = ()
     by_arm: bool = False
     error_sd: float = 0.0  # measurement-error SD of a session's alliance score
+    decomposition: str = "latent"  # or "observed": OLS patient means and trends plugged in
     lkj_eta: float = 2.0
 
 
@@ -96,15 +107,18 @@ class GrowthData:
     n_excluded: int
     alliance_centre: float  # cL
     trend_centre: float  # cT
+    observed_parts: tuple[np.ndarray, np.ndarray] | None = None  # OLS level at f=1/2, trend
+    n_too_few_alliance: int = 0  # patients left out by the observed decomposition
 
 
 def course_time(session: np.ndarray, start: int, end: int) -> np.ndarray:
     return (np.asarray(session, dtype=float) - start) / (end - start)
 
 
-def observed_trends(patient: np.ndarray, f: np.ndarray, value: np.ndarray, n: int
-                    ) -> np.ndarray:
-    """Each patient's OLS slope of `value` on f (NaN with fewer than 2 distinct times)."""
+def observed_parts(patient: np.ndarray, f: np.ndarray, value: np.ndarray, n: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's OLS line of `value` on f: its level at f = 1/2 and its slope (NaN
+    with fewer than 2 distinct times)."""
     ok = ~np.isnan(value)
     p, x, v = patient[ok], f[ok], value[ok]
     cnt = np.bincount(p, minlength=n).astype(float)
@@ -113,7 +127,9 @@ def observed_trends(patient: np.ndarray, f: np.ndarray, value: np.ndarray, n: in
         mv = np.bincount(p, v, n) / cnt
         sxx = np.bincount(p, (x - mx[p]) ** 2, n)
         sxv = np.bincount(p, (x - mx[p]) * (v - mv[p]), n)
-        return np.where(sxx > 0, sxv / sxx, np.nan)
+        slope = np.where(sxx > 0, sxv / sxx, np.nan)
+        return mv + slope * (0.5 - mx), slope
+
 
 
 def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: GrowthSpec) -> GrowthData:
@@ -124,6 +140,12 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: GrowthSpec) ->
     window = sessions[(sessions["session"] >= spec.start) & (sessions["session"] <= spec.end)
                       & sessions["patient"].isin(pts["patient"])]
     window = window[window[[spec.outcome, spec.alliance]].notna().any(axis=1)]
+    too_few = 0
+    if spec.decomposition == "observed":  # a patient's OLS line needs 2 alliance sessions
+        seen = window[window[spec.alliance].notna()].groupby("patient")["session"].nunique()
+        enough = seen[seen >= 2].index
+        too_few = int(window.loc[~window["patient"].isin(enough), "patient"].nunique())
+        window = window[window["patient"].isin(enough)]
     pts = pts[pts["patient"].isin(window["patient"])].reset_index(drop=True)
     index = pd.Series(np.arange(len(pts)), index=pts["patient"])
     patient = np.array(index[window["patient"]].to_numpy(), dtype=np.int64)
@@ -135,7 +157,7 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: GrowthSpec) ->
                   pd.Series(pts.set_index("patient")[mod].reindex(window["patient"]).to_numpy()))
         v = np.array(values, dtype=float)
         mods.append(v - np.nanmean(v))
-    trends = observed_trends(patient, f, alliance, len(pts))
+    levels, trends = observed_parts(patient, f, alliance, len(pts))
     return GrowthData(
         patient=patient, f=f, alliance=alliance, y=np.array(window[spec.outcome], dtype=float),
         moderators=np.column_stack(mods) if mods else np.zeros((len(f), 0)),
@@ -145,12 +167,18 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: GrowthSpec) ->
         n_patients=len(pts), n_excluded=int((~keep).sum()),
         alliance_centre=float(np.nanmean(alliance)),
         trend_centre=float(np.nanmean(trends)) if np.isfinite(trends).any() else 0.0,
+        observed_parts=(levels, trends) if spec.decomposition == "observed" else None,
+        n_too_few_alliance=too_few,
     )
 
 
 def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float):
     """Latent patient mean L and trend T of the alliance. Returns (L, T, each row's
-    expected alliance, sd_alliance_within)."""
+    expected alliance, sd_alliance_within); with the observed decomposition, the OLS
+    levels and trends and no sd_alliance_within (the alliance is then not modelled)."""
+    if data.observed_parts is not None:
+        level, trend = data.observed_parts
+        return level, trend, level[data.patient] + trend[data.patient] * (data.f - 0.5), None
     a_obs = data.alliance[~np.isnan(data.alliance)]
     level = pm.Normal("alliance_intercept", a_obs.mean(), 2 * s_a) * np.ones(data.n_patients)
     trend = pm.Normal("alliance_time", 0.0, s_a) * np.ones(data.n_patients)
@@ -183,9 +211,15 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
     x_arm = x[:, names.index("arm")] if "arm" in names else None
     with pm.Model() as model:
         level, trend, a_mean, sd_w = alliance_part(data, spec, x_arm, s_a)
-        e2 = spec.error_sd**2
-        var_a = sd_w**2 + e2
-        lam = pm.Deterministic("reliability_within", sd_w**2 / var_a)
+        has_a = ~np.isnan(data.alliance)
+        if sd_w is None:  # observed decomposition: the observed deviation is the within part
+            e2, lam, sd_w = 0.0, 1.0, 0.0
+        else:
+            e2 = spec.error_sd**2
+            var_a = sd_w**2 + e2
+            lam = pm.Deterministic("reliability_within", sd_w**2 / var_a)
+            pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a),
+                      observed=data.alliance[has_a])
 
         beta = fixed_effects(names, s_y)
         beta_t = fixed_effects(names, s_y, suffix=":time")
@@ -211,10 +245,11 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             coef = pm.Normal(f"alliance_within:{mod}", 0.0, s_y / s_a / sd_mod)
             b_w = b_w + coef * np.nan_to_num(data.moderators[:, k])
 
-        has_a = ~np.isnan(data.alliance)
-        pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a), observed=data.alliance[has_a])
-        # outcome rows: a moderator must be known where the within effect is moderated
+        # outcome rows: a moderator must be known where the within effect is moderated, and
+        # with the observed decomposition the alliance too (its deviation is the predictor)
         has_y = ~np.isnan(data.y) & ~np.isnan(data.moderators).any(axis=1)
+        if data.observed_parts is not None:
+            has_y &= has_a
         r = np.nan_to_num(data.alliance) - a_mean
         b_w_rows = b_w if b_w.ndim == 0 else b_w[has_y]
         shift = pt.where(has_a[has_y], lam * r[has_y], 0.0)

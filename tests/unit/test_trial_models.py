@@ -1,0 +1,191 @@
+"""Trial models (growth, early alliance, RI-CLPM): the closed-form likelihoods against dense
+multivariate normals, data preparation, the item-based error SD, and the checks of the
+analyses' role mappings. Nothing here samples."""
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from allianceflow.analyses import check_analysis
+from allianceflow.errors import ConfigError
+from allianceflow.models import early_alliance as early
+from allianceflow.models import growth, riclpm
+from allianceflow.models.gaussian import intercept_slope_loglik, intercept_slope_posterior
+from allianceflow.reports import headline_parameter
+from allianceflow.scoring import score_error_variance
+from scipy import stats
+
+
+def test_intercept_slope_likelihood_and_posterior_match_dense_algebra():
+    rng = np.random.default_rng(1)
+    patient = np.repeat([0, 1, 2], [4, 1, 6])
+    f = rng.uniform(0, 1, 11)
+    r, d = rng.normal(size=11), rng.uniform(0.5, 2, 11)
+    s0, s1, rho = 0.7, 1.3, -0.4
+    g = np.array([[s0**2, rho * s0 * s1], [rho * s0 * s1, s1**2]])
+    ll = intercept_slope_loglik(pytensor.shared(r), f, pytensor.shared(d), patient, 3,
+                                s0, s1, rho).eval()
+    post = intercept_slope_posterior(pytensor.shared(r), f, pytensor.shared(d), patient, 3,
+                                     s0, s1, rho).eval()
+    for j in range(3):
+        m = patient == j
+        z = np.c_[np.ones(m.sum()), f[m]]
+        cov = np.diag(d[m]) + z @ g @ z.T
+        assert ll[j] == pytest.approx(stats.multivariate_normal(np.zeros(m.sum()),
+                                                                cov).logpdf(r[m]))
+        v = np.linalg.inv(np.linalg.inv(g) + z.T @ np.diag(1 / d[m]) @ z)
+        mean = v @ z.T @ (r[m] / d[m])
+        assert post[j] == pytest.approx([mean[0], mean[1], v[0, 0], v[0, 1], v[1, 1]])
+
+
+def test_intercept_slope_likelihood_stays_finite_with_a_zero_sd():
+    patient, f = np.array([0, 0, 0]), np.array([0.0, 0.5, 1.0])
+    r = np.array([0.3, -0.2, 0.1])
+    ll = intercept_slope_loglik(pytensor.shared(r), f, pytensor.shared(np.ones(3)), patient,
+                                1, 0.0, 1.0, 0.5).eval()
+    cov = np.eye(3) + np.outer(f, f)  # only the slope varies
+    assert ll[0] == pytest.approx(stats.multivariate_normal(np.zeros(3), cov).logpdf(r))
+
+
+def dense_riclpm_cov(phi, psi, sigma_z, sigma_ri, t):
+    """Covariance of a patient's stacked (occasion-major) values under the RI-CLPM."""
+    k = phi.shape[0]
+    var = [psi]
+    for _ in range(1, t):
+        var.append(phi @ var[-1] @ phi.T + sigma_z)
+    cov = np.zeros((t * k, t * k))
+    for a in range(t):
+        for b in range(a, t):
+            block = np.linalg.matrix_power(phi, b - a) @ var[a]  # cov(w_b, w_a)
+            cov[b * k:(b + 1) * k, a * k:(a + 1) * k] = block
+            cov[a * k:(a + 1) * k, b * k:(b + 1) * k] = block.T
+    return cov + np.kron(np.ones((t, t)), sigma_ri)
+
+
+def test_riclpm_likelihood_integrates_the_random_intercepts_exactly():
+    rng = np.random.default_rng(2)
+    k, t = 2, 4
+    phi = np.array([[0.4, -0.2], [0.15, 0.3]])
+
+    def spd(scale):
+        a = rng.normal(size=(k, k))
+        return a @ a.T * scale + np.eye(k) * 0.3
+
+    psi, sigma_z, sigma_ri = spd(0.5), spd(0.3), spd(0.8)
+    d = rng.normal(size=(3, t, k))
+    last = np.array([3, 1, 0])  # complete, two occasions, one occasion
+    ll = riclpm.riclpm_loglik(pt.as_tensor(d), last, pt.as_tensor(phi), pt.as_tensor(psi),
+                              pt.as_tensor(sigma_z), pt.as_tensor(sigma_ri), t, k).eval()
+    for i in range(3):
+        n = last[i] + 1
+        cov = dense_riclpm_cov(phi, psi, sigma_z, sigma_ri, n)
+        expected = stats.multivariate_normal(np.zeros(n * k), cov).logpdf(d[i, :n].ravel())
+        assert ll[i] == pytest.approx(expected)
+
+
+def test_riclpm_samples_only_cells_missing_inside_a_patients_span():
+    sessions = pd.DataFrame({
+        "patient": ["a"] * 4 + ["b"] * 4, "session": [1, 2, 3, 4] * 2,
+        "x": [1.0, np.nan, 3.0, np.nan, 1.0, 2.0, np.nan, np.nan],
+        "y": [1.0, 2.0, 2.0, np.nan, 2.0, np.nan, np.nan, np.nan]})
+    data = riclpm.prepare(sessions, riclpm.RiclpmSpec(("x", "y"), 1, 4))
+    assert data.last.tolist() == [2, 1]  # a: last seen at occasion 3; b: at 2
+    holes = riclpm.latent_cells(data)
+    # a: x at occasion 2 (inside); b: y at occasion 2 (inside); nothing after the last
+    assert sorted(map(tuple, holes.tolist())) == [(0, 1, 0), (1, 1, 1)]
+
+
+def test_item_error_sd_is_recovered():
+    rng = np.random.default_rng(3)
+    true = rng.normal(3, 0.5, 4000)
+    items = pd.DataFrame(true[:, None] + rng.normal(0, 0.6, (4000, 8))
+                         + np.linspace(-0.3, 0.3, 8))  # items differ in their means
+    got = score_error_variance(items, [], 1, 5, "mean")
+    assert got["error_sd"] == pytest.approx(0.6 / np.sqrt(8), rel=0.03)
+    summed = score_error_variance(items, [], 1, 5, "sum")
+    assert summed["error_sd"] == pytest.approx(0.6 * np.sqrt(8), rel=0.03)
+
+
+def trial_tables():
+    sessions = pd.DataFrame({
+        "patient": ["a"] * 5 + ["b"] * 5 + ["c"] * 5, "session": [1, 2, 3, 4, 5] * 3,
+        "al": [3.0, 3.2, np.nan, 3.6, 3.8, 4.0, 4.1, 4.0, np.nan, np.nan,
+               2.0, np.nan, 2.5, 2.4, 2.6],
+        "dep": [20.0, 19, 18, np.nan, 15, 25, 24, np.nan, np.nan, np.nan, 30, 29, 28, 27, 26]})
+    patients = pd.DataFrame({"patient": ["a", "b", "c"], "treated": [0, 1, np.nan],
+                             "age": [30.0, 40, 50]})
+    return sessions, patients
+
+
+def test_growth_rows_keep_partly_observed_sessions_and_count_exclusions():
+    sessions, patients = trial_tables()
+    spec = growth.GrowthSpec(outcome="dep", alliance="al", start=1, end=5, arm=True,
+                             covariates=("age",))
+    data = growth.prepare(sessions, patients, spec)
+    assert data.n_patients == 2 and data.n_excluded == 1  # c has no arm
+    # a: 5 sessions (session 3 has dep only, 4 al only); b: 3 (session 3 al only)
+    assert len(data.f) == 8
+    assert np.isnan(data.alliance).sum() == 1 and np.isnan(data.y).sum() == 2
+    assert data.f.min() == 0 and data.f.max() == 1
+    levels, trends = growth.observed_parts(data.patient, data.f, data.alliance, 2)
+    slope, at_mid = np.polyfit(np.array([0, 0.25, 0.75, 1]) - 0.5, [3, 3.2, 3.6, 3.8], 1)
+    assert (levels[0], trends[0]) == pytest.approx((at_mid, slope))
+
+
+def test_observed_decomposition_needs_two_alliance_sessions():
+    sessions, patients = trial_tables()
+    sessions.loc[(sessions["patient"] == "b") & (sessions["session"] > 1), "al"] = np.nan
+    spec = growth.GrowthSpec(outcome="dep", alliance="al", start=1, end=5, arm=True,
+                             decomposition="observed")
+    data = growth.prepare(sessions, patients, spec)
+    assert data.n_patients == 1 and data.n_too_few_alliance == 1  # b has one alliance score
+
+
+def test_early_alliance_keeps_patients_who_missed_the_early_session():
+    sessions, patients = trial_tables()
+    patients["treated"] = [0, 1, 1]
+    spec = early.EarlySpec(outcome="dep", alliance="al", session=2, end=5, arm=True)
+    data = early.prepare(sessions, patients, spec)
+    # b has no outcome after session 2; c missed the early session but stays
+    assert data.n_patients == 2 and data.n_no_outcome == 1
+    assert data.early[0] == 3.2 and np.isnan(data.early[1])
+    assert data.g.max() == 0 and data.g.min() == pytest.approx(-2 / 3)
+
+
+INFO = {"name": "t", "measures": ["al", "ers", "dep", "adh"], "roles": {
+    "alliance": "al", "outcome": "dep"}, "arm": None, "baseline": ["age"], "levels": [],
+    "change": None, "sessions": [1, 2, 3, 4, 5, 6]}
+
+
+@pytest.mark.parametrize("analysis, message", [
+    ({"type": "riclpm", "variables": ["al"]}, "2 to 4 measures"),
+    ({"type": "riclpm", "variables": ["al", "mood"]}, "mood, which are not measures"),
+    ({"type": "riclpm", "variables": ["al", "dep"], "start": 5}, "at least 3 sessions"),
+    ({"type": "growth", "covariates": ["sex"]}, "sex, which are not baseline"),
+    ({"type": "growth", "outcome": "bdi"}, "bdi, which are not measures"),
+    ({"type": "growth", "start": 4, "end": 2}, "must come before"),
+    ({"type": "growth", "by_arm": True}, "needs an arm"),
+    ({"type": "moderation"}, "needs `moderators`"),
+    ({"type": "moderation", "moderators": ["competence"]}, "competence, which are not"),
+    ({"type": "early_alliance", "session": 6}, "before the end"),
+    ({"type": "growth", "decomposition": "person_mean"}, "latent or observed"),
+])
+def test_trial_model_mistakes_are_named(analysis, message):
+    with pytest.raises(ConfigError, match=message):
+        check_analysis({"name": "x", **analysis}, INFO, "trial.yaml")
+
+
+def test_trial_model_analyses_that_are_fine_pass():
+    for analysis in ({"type": "growth"}, {"type": "moderation", "moderators": ["adh", "age"]},
+                     {"type": "early_alliance", "session": 2},
+                     {"type": "riclpm", "variables": ["al", "ers", "dep"]}):
+        check_analysis({"name": "x", **analysis}, INFO, "trial.yaml")
+
+
+def test_headline_of_each_analysis_type():
+    assert headline_parameter({"type": "riclpm", "variables": ["a", "e", "d"]}) == \
+        "indirect[a->e->d]"
+    assert headline_parameter({"type": "riclpm", "variables": ["a", "d"]}) == "cl[a->d]"
+    assert headline_parameter({"type": "growth"}) == "alliance_within"
+    assert headline_parameter({"type": "early_alliance"}) == "early_alliance"
