@@ -14,7 +14,7 @@ find_python = $(firstword $(foreach c,python3.14 python3.13 python3.12 python3 \
 	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3),\
 	$(shell $(c) -c 'import sys; assert sys.version_info >= (3, 12); print("$(c)")' 2>/dev/null)))
 
-.PHONY: run test lint dryrun env-sync clean-outputs help browser
+.PHONY: run test lint dryrun env-sync clean-outputs help browser bench r-packages
 
 help:
 	@echo "make run   - set up .venv and run the whole workflow on data/raw (reports/index.html)"
@@ -54,6 +54,23 @@ browser:
 	  else \
 	    echo "NOTE: chromium is missing and needs root and apt to install;" \
 	         "the browser test will be skipped"; \
+	  fi; \
+	fi
+
+# Benchmarks against reference implementations (not part of the tests): R with brms and
+# rstan from Debian's packages, installed here when missing and possible (root with apt).
+bench: $(VENV)/.installed r-packages
+	$(BIN)/python bench/growth_vs_brms.py
+
+r-packages:
+	@if ! Rscript -e 'library(brms); library(rstan)' >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing R with brms and rstan (Debian packages) for the benchmarks"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends r-base-core r-cran-brms r-cran-rstan libboost-dev >/dev/null; \
+	  else \
+	    echo "ERROR: the benchmarks need R with brms and rstan; as root: apt-get install" \
+	         "r-cran-brms r-cran-rstan libboost-dev"; exit 1; \
 	  fi; \
 	fi
 

@@ -7,8 +7,9 @@ the default path, /etc/slurm/slurm.conf (only where none exists; removed at `sto
 the Snakemake job-step plugin removes SLURM_CONF from the environment of the `srun`
 it starts inside each job, so a configuration anywhere else is not found there.
 Accounting is off (no slurmdbd), so job records come from squeue and the controller's
-log; MinJobAge keeps finished jobs visible to squeue for 5 minutes, well beyond
-Snakemake's first status check.
+log; MinJobAge keeps finished jobs visible to squeue for an hour: beyond the whole
+test run (the check of every job's final state reads them all at the end), and
+well beyond Snakemake's first status check.
 This is test harness, not part of the user's path.
 """
 
@@ -102,7 +103,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
-MinJobAge=300
+MinJobAge=3600
 NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=ci Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)

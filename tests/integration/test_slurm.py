@@ -19,15 +19,18 @@ from .conftest import snakemake
 from .slurm_cluster import SlurmCluster, install_packages
 
 pytestmark = pytest.mark.slow
-DATASETS = ("meta/konstantopoulos2011", "trials/synthetic_small_trial")
+# one review and the weekly trial (two analyses: RI-CLPM and within-person mediation);
+# the other trial's four analyses would add their compile and fit time and test nothing new
+DATASETS = ("meta/konstantopoulos2011", "trials/synthetic_small_weekly")
 FITTED = ("data/fits/meta/konstantopoulos2011/summary.csv",
           "data/fits/meta/konstantopoulos2011/loso.csv",
           "data/fits/meta/konstantopoulos2011/cumulative.csv",
-          "data/fits/trials/synthetic_small_trial/sequential_mediation/summary.csv")
+          "data/fits/trials/synthetic_small_weekly/riclpm/summary.csv",
+          "data/fits/trials/synthetic_small_weekly/within_mediation/summary.csv")
 DETERMINISTIC = ("data/fits/meta/konstantopoulos2011/funnel.csv",
                  "data/clean/meta/konstantopoulos2011/effects.csv",
-                 "data/clean/trials/synthetic_small_trial/sessions.csv",
-                 "data/clean/trials/synthetic_small_trial/patients.csv")
+                 "data/clean/trials/synthetic_small_weekly/sessions.csv",
+                 "data/clean/trials/synthetic_small_weekly/patients.csv")
 
 
 @pytest.fixture(scope="module")
