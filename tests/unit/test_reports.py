@@ -55,3 +55,17 @@ def test_code_toggle_goes_right_after_body():
     assert out.index('class="code-toggle"') < out.index("<p>x</p>")
     with pytest.raises(ReportError):
         with_code_toggle("<html>no body</html>")
+
+
+def test_a_finished_job_is_not_failed_by_tracebacks_a_library_logged(tmp_path):
+    from allianceflow.errors import DONE_MARK
+    from allianceflow.reports import dataset_failure
+
+    folder = tmp_path / "fit" / "trials" / "t"
+    folder.mkdir(parents=True)
+    recovered = ("Rewrite failure due to: local_add_remove_zeros\nTraceback (most recent "
+                 "call last):\n  ...\nNotImplementedError: Elemwise.perform\n")
+    (folder / "riclpm.log").write_text(recovered + f"{DONE_MARK}fit-trial-analysis\n")
+    assert dataset_failure(tmp_path, "trials", "t") is None
+    (folder / "riclpm.log").write_text(recovered)  # the same, but the job died there
+    assert "NotImplementedError" in dataset_failure(tmp_path, "trials", "t")

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import AllianceFlowError
+from .errors import DONE_MARK, AllianceFlowError
 
 
 def _settings(args) -> dict:
@@ -165,4 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except AllianceFlowError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
+    # the last line of a job's log says it finished: libraries may log tracebacks of
+    # errors they recovered from (PyTensor's graph rewriter does), which are not failures
+    print(f"{DONE_MARK}{(argv or sys.argv[1:])[0]}", file=sys.stderr)
     return 0

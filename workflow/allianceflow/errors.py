@@ -42,3 +42,7 @@ class DataError(AllianceFlowError):
 def spreadsheet_row(index_position: int) -> int:
     """Line number shown by a spreadsheet for the data row at 0-based position."""
     return index_position + 2
+
+
+# The last line of the log of a command that finished (see cli.main, reports.dataset_failure)
+DONE_MARK = "DONE: allianceflow "

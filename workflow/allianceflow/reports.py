@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import AllianceFlowError
+from .errors import DONE_MARK, AllianceFlowError
 from .io import atomic_path, write_text
 
 KEY_PACKAGES = ("pymc", "pytensor", "nutpie", "arviz", "numpy", "pandas", "xarray",
@@ -168,13 +168,16 @@ def dataset_failure(logs_dir: Path, kind: str, name: str) -> str | None:
     """The error in this dataset's job logs, stage first; None if no job of it failed.
 
     Each job rewrites its log when it runs, so an error found here is from the latest run
-    of that job."""
+    of that job. A log that ends with the command line's DONE line is of a job that
+    finished, whatever tracebacks libraries logged on the way."""
     for stage in STAGES:
         folder = logs_dir / stage / kind
         for log in [folder / f"{name}.log", *sorted((folder / name).glob("*.log"))]:
             if not log.is_file():
                 continue
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            if lines and lines[-1].startswith(DONE_MARK):
+                continue
             errors = [ln[len("ERROR: "):] for ln in lines if ln.startswith("ERROR: ")]
             if errors:
                 return f"{stage}: {withhold_values(errors[-1])}"
