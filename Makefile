@@ -14,7 +14,7 @@ find_python = $(firstword $(foreach c,python3.14 python3.13 python3.12 python3 \
 	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3),\
 	$(shell $(c) -c 'import sys; assert sys.version_info >= (3, 12); print("$(c)")' 2>/dev/null)))
 
-.PHONY: run test lint dryrun env-sync clean-outputs help browser bench r-packages
+.PHONY: run test lint dryrun env-sync clean-outputs help browser bench r-packages sbc
 
 help:
 	@echo "make run   - set up .venv and run the whole workflow on data/raw (reports/index.html)"
@@ -38,6 +38,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/python -m allianceflow clear-stale-locks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
+
+# Simulation-based calibration of every model family (not part of `make run`; long: see
+# README). Writes reports/sbc.html.
+sbc: $(VENV)/.installed
+	$(BIN)/python -m allianceflow clear-stale-locks
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) sbc
 
 test: $(VENV)/.installed browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

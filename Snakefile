@@ -18,11 +18,13 @@ include: "workflow/rules/clean.smk"
 include: "workflow/rules/meta.smk"
 include: "workflow/rules/trial.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/checks.smk"
 
 
 # The target rule only collects; it never goes to a cluster.
 localrules:
     all,
+    sbc,
 
 
 rule all:

@@ -198,3 +198,60 @@ def test_snakemake_report_collects_outputs_by_category(built_copy):
     page = (work / "workflow-report.html").read_text()
     for text in ("Meta-analysis", "Reports", "konstantopoulos2011", "leave-one-study-out"):
         assert text in page, text
+
+
+def check_blocks(fits) -> dict:
+    checks = json.loads((fits / "checks.json").read_text())
+    for model in checks["models"].values():
+        assert model["data"], "a model without checked data"
+        for block in model["data"].values():
+            assert 0 <= block["prior_predictive"]["share_outside"] <= 1
+            assert set(block["posterior_predictive"]) >= {"mean", "sd", "min", "max"}
+    ppc = pd.read_csv(fits / "ppc.csv")
+    assert set(ppc["kind"]) == {"prior", "posterior"} and ppc["p_value"].between(0, 1).all()
+    pit = pd.read_csv(fits / "loo_pit.csv")
+    assert (pit["lower"] <= pit["upper"]).all() and pit["ecdf"].between(0, 1).all()
+    assert len(pd.read_csv(fits / "sensitivity.csv")) > 0
+    return checks
+
+
+def test_model_checks_for_every_fit_and_in_every_report(project):
+    work, _, _ = project
+    fits = work / "data" / "fits"
+    for review in ("konstantopoulos2011", "synthetic_small_review"):
+        checks = check_blocks(fits / "meta" / review)
+        assert {"random_effects", "three_level", "pet", "selection"} <= set(checks["models"])
+        comparison = pd.read_csv(fits / "meta" / review / "comparison.csv")
+        assert {"random_effects", "three_level"} <= set(comparison["model"])
+        assert comparison["weight"].sum() == pytest.approx(1.0, abs=1e-6)
+        loso = pd.read_csv(fits / "meta" / review / "loso.csv", dtype={"left_out": str})
+        elpd = loso[loso["parameter"] == "elpd_left_out"]
+        assert set(elpd["left_out"]) == set(loso["left_out"]) - {"(none)"}
+        html = (work / "reports" / "meta" / f"{review}.html").read_text()
+        assert "Model checks" in html and "Model comparison" in html and "LOO-PIT" in html
+    for trial, analysis in (("synthetic_small_trial", "growth"),
+                            ("synthetic_small_trial", "sequential_mediation"),
+                            ("synthetic_small_weekly", "riclpm")):
+        checks = check_blocks(fits / "trials" / trial / analysis)
+        blocks = checks["models"][analysis]["data"]
+        assert {"growth": {"outcome", "alliance"}, "sequential_mediation":
+                {"alliance", "iip", "hrsd"}, "riclpm": {"alliance", "emotion_regulation",
+                                                         "depression"}}[analysis] == set(blocks)
+    html = (work / "reports" / "trials" / "synthetic_small_trial.html").read_text()
+    assert html.count("Model checks") >= 4 and "Prior sensitivity" in html
+    assert "Model checks</th>" in (work / "reports" / "index.html").read_text()
+
+
+def test_simulation_based_calibration_target(built_copy):
+    work = built_copy
+    run = snakemake(work, "--configfile", "config/test.yaml", "sbc")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for family, jobs in (("meta_random_effects", 2), ("within_mediation", 2)):
+        assert len(list((work / "data" / "sbc" / family).glob("batch_*.csv"))) == jobs
+        ranks = pd.read_csv(work / "data" / "sbc" / family / "ranks.csv")
+        assert sorted(ranks["simulation"].unique()) == [0, 1, 2, 3]
+        assert ranks["rank"].between(0, ranks["max_rank"]).all()
+        summary = pd.read_csv(work / "data" / "sbc" / family / "summary.csv")
+        assert (summary["simulations"] == 4).all()
+    page = (work / "reports" / "sbc.html").read_text()
+    assert "Simulation-based calibration" in page and "within_mediation" in page

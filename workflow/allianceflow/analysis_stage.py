@@ -15,6 +15,7 @@ import xarray as xr
 
 from . import mediation_stage, trial_models_stage
 from .analyses import check_analysis, find_analysis
+from .checks import CheckSettings, run_checks, write_check_outputs
 from .fitting import (
     GateFailure,
     GateThresholds,
@@ -59,10 +60,16 @@ def fit_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
                         ignore_index=True)
     diag = diagnostics(fit.idata, summary, thresholds, model)
     diag["used"] = fit.used
+    ll = fit.idata["log_likelihood"].to_dataset()["patient"]
+    checks = run_checks(fit.model, fit.predictive, fit.idata,
+                        ll.to_numpy().reshape(ll.sizes["chain"] * ll.sizes["draw"], -1),
+                        fit.draws[fit.names], CheckSettings.from_config(config["checks"]),
+                        settings.seed, model)
     diag_doc = {"trial": info["name"], "analysis": analysis_name, "policy": thresholds.policy,
                 "passed": diag["passed"], "models": {model: diag}}
     write_csv(summary, out_dir / "summary.csv")
     write_json(diag_doc, out_dir / "diagnostics.json")
+    write_check_outputs([checks], out_dir, {"trial": info["name"], "analysis": analysis_name})
     root = xr.DataTree.from_dict({"posterior": fit.draws,
                                   "sample_stats": fit.idata["sample_stats"].to_dataset(),
                                   "log_likelihood": fit.idata["log_likelihood"].to_dataset(),

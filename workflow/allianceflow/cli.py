@@ -54,6 +54,18 @@ def cmd_fit_trial_analysis(args) -> None:
                   _settings(args))
 
 
+def cmd_sbc_batch(args) -> None:
+    from .sbc import sbc_batch
+
+    sbc_batch(args.family, args.batch, args.clean_dir, _settings(args), args.out)
+
+
+def cmd_sbc_summary(args) -> None:
+    from .sbc import sbc_summary
+
+    sbc_summary(args.batches, args.prob, args.ranks, args.summary, args.ecdf)
+
+
 def cmd_clear_stale_locks(args) -> None:
     from .locks import clear_stale_locks
 
@@ -123,6 +135,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", required=True,
                    help="JSON object with the validated sampler and checks settings")
     s.set_defaults(func=cmd_fit_trial_analysis)
+
+    s = sub.add_parser("sbc-batch", help="simulation-based calibration: one job's simulations")
+    s.add_argument("--family", required=True)
+    s.add_argument("--batch", required=True, type=int)
+    s.add_argument("--clean-dir", required=True)
+    s.add_argument("--settings", required=True,
+                   help="JSON object with the sbc settings and the family's template")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_sbc_batch)
+
+    s = sub.add_parser("sbc-summary", help="simulation-based calibration: one family's test")
+    s.add_argument("--batches", required=True, nargs="+")
+    s.add_argument("--prob", required=True, type=float)
+    for arg in ("--ranks", "--summary", "--ecdf"):
+        s.add_argument(arg, required=True)
+    s.set_defaults(func=cmd_sbc_summary)
 
     s = sub.add_parser("render", help="execute a report notebook with papermill, render HTML")
     s.add_argument("--template", required=True)

@@ -38,6 +38,8 @@ class Fit:
     used: dict[str, Any]
     spec: dict[str, Any]
     extra: dict[str, xr.Dataset] = field(default_factory=dict)  # more groups of posterior.nc
+    model: pm.Model | None = None  # the model sampled, for the checks
+    predictive: dict[str, Any] = field(default_factory=dict)  # checks.Predictive per block
 
 
 

@@ -41,7 +41,8 @@ def within_spec(analysis: dict[str, Any]) -> within.WithinSpec:
 def fit_sequential(analysis, info, sessions, patients, settings):
     spec = sequential_spec(analysis, info)
     data = seq.prepare(sessions, patients, spec)
-    idata = sample(seq.build_model(data, spec), settings, log_likelihood=False)
+    model = seq.build_model(data, spec)
+    idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
     loglik = seq.patient_loglik(post, spec).rename("patient").rename(patient="patient_id")
     idata["log_likelihood"] = xr.DataTree(loglik.to_dataset())
@@ -50,14 +51,16 @@ def fit_sequential(analysis, info, sessions, patients, settings):
     names = seq.reported_parameters(spec)
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,
             "observations": {k: int(len(r.value)) for k, r in data.measures.items()}}
-    return Fit(idata, draws, names, used, asdict(spec))
+    return Fit(idata, draws, names, used, asdict(spec), model=model,
+               predictive=seq.predictive(data, spec, model, info.get("ranges", {})))
 
 
 def fit_within(analysis, info, sessions, settings):
     spec = within_spec(analysis)
     rows = within.lagged_rows(sessions, spec)
     data = within.prepare(rows, spec)
-    idata = sample(within.build_model(data, spec), settings, log_likelihood=False)
+    model = within.build_model(data, spec)
+    idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
     idata["log_likelihood"] = xr.DataTree(
         post["loglik_person"].rename("patient").rename(person="patient_id").to_dataset())
@@ -66,7 +69,9 @@ def fit_within(analysis, info, sessions, settings):
     draws = xr.merge([post, within.derived_quantities(post, spec)])
     used = {"patients": data.n_persons, "rows_m": int(len(data.m)),
             "rows_y": int(has_y.sum()), "lag": spec.lag}
-    return Fit(idata, draws, within.reported_parameters(spec), used, asdict(spec))
+    return Fit(idata, draws, within.reported_parameters(spec), used, asdict(spec),
+               model=model, predictive=within.predictive(data, spec, model,
+                                                         info.get("ranges", {})))
 
 
 def fit_within_analysis(analysis, info, sessions, patients, settings):

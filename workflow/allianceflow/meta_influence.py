@@ -86,6 +86,17 @@ def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     return float(np.interp(q, (cdf - 0.5 * w[order]) / cdf[-1], x[order]))
 
 
+def log_mean_exp(x: np.ndarray, w: np.ndarray | None = None) -> float:
+    """log of the (weighted) mean of exp(x), computed stably."""
+    w = np.full(x.shape, 1.0 / x.size) if w is None else w / w.sum()
+    top = float(np.max(x))
+    return top + float(np.log(np.sum(w * np.exp(x - top))))
+
+
+def elpd_row(model: str, value: float) -> pd.DataFrame:
+    return pd.DataFrame([{"model": model, "parameter": "elpd_left_out", "mean": value}])
+
+
 def psis_rows(draws: xr.Dataset, log_lik: np.ndarray, model: str) -> tuple[pd.DataFrame, float]:
     """Leave-one-out posterior summaries by PSIS from the full-data draws.
 
@@ -105,7 +116,9 @@ def psis_rows(draws: xr.Dataset, log_lik: np.ndarray, model: str) -> tuple[pd.Da
                      "sd": float(np.sqrt(np.sum(w * (x - mean) ** 2))),
                      "q2.5": weighted_quantile(x, w, 0.025),
                      "q97.5": weighted_quantile(x, w, 0.975)})
-    return pd.DataFrame(rows), float(khat)
+    rows = pd.concat([pd.DataFrame(rows), elpd_row(model, log_mean_exp(log_lik, w))],
+                     ignore_index=True)
+    return rows, float(khat)
 
 
 def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Path,
@@ -137,7 +150,11 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
                 loso.append(rows.assign(**subset_counts(w, studies), method="psis",
                                         pareto_k=khat, left_out=study))
                 continue
-        rows, _ = refit_rows(refitter, w, studies, spec.name, correlation)
+        rows, refit = refit_rows(refitter, w, studies, spec.name, correlation)
+        left_out_ll = study_loglik(spec, effects, refit)[:, i]
+        rows = pd.concat([rows, elpd_row(spec.name, log_mean_exp(left_out_ll))
+                          .assign(**subset_counts(w, studies), method="exact")],
+                         ignore_index=True)
         loso.append(rows.assign(left_out=study,
                                 pareto_k=khat if log_lik is not None else np.nan))
     loso_table = pd.concat(loso, ignore_index=True).reindex(columns=["left_out",

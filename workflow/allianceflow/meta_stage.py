@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from .checks import CheckSettings, compare_models, run_checks, write_check_outputs
 from .effects import load_review
 from .fitting import (
     SUMMARY_COLUMNS,
@@ -40,6 +41,8 @@ from .models.meta import (
     complete_rows,
     derived_quantities,
     model_specs,
+    pointwise_loglik,
+    predictive,
     primary_spec,
     reported_parameters,
     scalar_draws,
@@ -84,15 +87,18 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     correlation = info["effect_type"] == "r"
     direction = int(info.get("direction", 1))
 
-    summaries, diags, trees = [], {}, {}
+    check_settings = CheckSettings.from_config(config["checks"])
+    summaries, diags, trees, checks = [], {}, {}, []
     for spec in model_specs(info["three_level"], info["moderators"], cutpoints, direction):
         name = spec.name
         data = complete_rows(effects, spec)
-        idata = sample(build_model(spec, data, priors), settings)
+        model = build_model(spec, data, priors)
+        idata = sample(model, settings)
         post = idata["posterior"].to_dataset()
         derived = derived_quantities(post, data["vi"].to_numpy(), correlation, settings.seed)
         draws = xr.merge([scalar_draws(post), derived])
-        summary = summarise(draws, reported_parameters(spec, draws, correlation), name)
+        names = reported_parameters(spec, draws, correlation)
+        summary = summarise(draws, names, name)
         theta = derived["theta_new"].to_numpy().ravel()
         points = {"pred_low": float(np.quantile(theta, 0.025)),
                   "pred_high": float(np.quantile(theta, 0.975))}
@@ -102,6 +108,10 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         summaries.append(summary)
         diags[name] = diagnostics(idata, summary, thresholds, name)
         diags[name]["n_effects_used"] = int(len(data))
+        checks.append(run_checks(model, {"effects": predictive(spec, data, model, correlation)},
+                                 idata,
+                                 pointwise_loglik(idata), draws[names],
+                                 check_settings, settings.seed, name))
         idata["posterior"] = xr.DataTree(xr.merge([post, derived.drop_vars("theta_new")]))
         trees[name] = idata
 
@@ -114,6 +124,8 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     write_csv(table, out_dir / "summary.csv")
     write_csv(funnel_table(effects, cutpoints, direction), out_dir / "funnel.csv")
     write_json(diag_doc, out_dir / "diagnostics.json")
+    write_check_outputs(checks, out_dir, {"review": info["name"]})
+    write_csv(model_comparison(trees, effects, diags), out_dir / "comparison.csv")
     root = xr.DataTree.from_dict({f"{m}/{g}": t[g].to_dataset() for m, t in trees.items()
                                   for g in t.children})
     with atomic_path(out_dir / "posterior.nc") as tmp:
@@ -136,6 +148,29 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     return table
 
 
+def model_comparison(trees: dict[str, xr.DataTree], effects: pd.DataFrame,
+                     diags: dict[str, dict]) -> pd.DataFrame:
+    """Leave-one-study-out PSIS comparison of every model fitted to all effect sizes
+    (two- vs three-level, with vs without moderators, bias-adjusted or not): per-study
+    log-likelihoods, so that models with and without the effect-size level compare on
+    the same units. Meta-regressions that dropped effects with a missing moderator are
+    left out (different data)."""
+    study_idx, _ = pd.factorize(effects["study"], sort=False)
+    n_studies = int(study_idx.max()) + 1
+    logliks = {}
+    for name, tree in trees.items():
+        if diags[name]["n_effects_used"] != len(effects):
+            continue
+        ll = tree["log_likelihood"].to_dataset()
+        da = ll[next(iter(ll.data_vars))].to_numpy()
+        if da.shape[-1] != n_studies:  # per effect size: a study's effects add up
+            summed = np.zeros((*da.shape[:2], n_studies))
+            np.add.at(summed, (slice(None), slice(None), study_idx), da)
+            da = summed
+        logliks[name] = da
+    return compare_models(logliks, "study")
+
+
 def reported_scale(mu: xr.DataArray, correlation: bool) -> np.ndarray:
     x = mu.to_numpy().ravel()
     return np.tanh(x) if correlation else x
@@ -152,7 +187,7 @@ def averaged_rows(trees: dict[str, xr.DataTree], correlation: bool, thresholds: 
     members = {m: trees[m] for m in AVERAGED_MODELS if m in trees}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        comparison = az.compare(members, method="stacking")
+        comparison = az.compare(members, method="stacking", round_to="none")
     weights = {m: float(comparison.loc[m, "weight"]) for m in members}
     mu = mixture_draws({m: t["posterior"]["mu"].to_numpy().ravel() for m, t in members.items()},
                        weights, seed)

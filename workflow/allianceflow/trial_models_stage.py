@@ -81,7 +81,8 @@ def fit_growth(analysis, info, sessions, patients, settings: SamplerSettings) ->
     spec = growth_spec(analysis, info)
     data = growth.prepare(sessions, patients, spec)
     shown = growth.shown_patients(data, SHOWN_PATIENTS, settings.seed)
-    idata = sample(growth.build_model(data, spec, shown), settings, log_likelihood=False)
+    model = growth.build_model(data, spec, shown)
+    idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
     with_patient_loglik(idata, post)
     arm = info.get("arm")
@@ -104,7 +105,8 @@ def fit_growth(analysis, info, sessions, patients, settings: SamplerSettings) ->
     if spec.decomposition == "observed":
         used["patients_with_under_2_alliance_sessions"] = data.n_too_few_alliance
     return Fit(idata, draws, growth.reported_parameters(data, spec, draws), used,
-               asdict(spec), {"shown_observed": observed})
+               asdict(spec), {"shown_observed": observed}, model,
+               growth.predictive(data, spec, model, info.get("ranges", {})))
 
 
 def shown_observed(data: growth.GrowthData, shown: np.ndarray, grid: list[int],
@@ -125,7 +127,8 @@ def shown_observed(data: growth.GrowthData, shown: np.ndarray, grid: list[int],
 def fit_early(analysis, info, sessions, patients, settings: SamplerSettings) -> Fit:
     spec = early_spec(analysis, info)
     data = early.prepare(sessions, patients, spec)
-    idata = sample(early.build_model(data, spec), settings, log_likelihood=False)
+    model = early.build_model(data, spec)
+    idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
     with_patient_loglik(idata, post)
     draws = post[[v for v in post.data_vars
@@ -135,13 +138,16 @@ def fit_early(analysis, info, sessions, patients, settings: SamplerSettings) -> 
             "early_alliance_missed": int(np.isnan(data.early).sum()),
             "outcome_sessions": int(len(data.y)), "alliance_error_sd": spec.error_sd,
             "early_alliance_centre": data.early_centre}
-    return Fit(idata, draws, early.reported_parameters(data, draws), used, asdict(spec))
+    return Fit(idata, draws, early.reported_parameters(data, draws), used, asdict(spec),
+               model=model, predictive=early.predictive(data, spec, model,
+                                                        info.get("ranges", {})))
 
 
 def fit_riclpm(analysis, info, sessions, patients, settings: SamplerSettings) -> Fit:
     spec = riclpm_spec(analysis, info)
     data = riclpm.prepare(sessions, spec)
-    idata = sample(riclpm.build_model(data, spec), settings, log_likelihood=False)
+    model = riclpm.build_model(data, spec)
+    idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
     with_patient_loglik(idata, post)
     derived = riclpm.derived_quantities(post, data, spec)
@@ -151,7 +157,9 @@ def fit_riclpm(analysis, info, sessions, patients, settings: SamplerSettings) ->
             "occasions": data.occasions, "observed_cells": int(seen.sum()),
             "sampled_missing_cells": int(len(riclpm.latent_cells(data))),
             "transitions": int(data.last.sum())}
-    return Fit(idata, draws, riclpm.reported_parameters(spec, derived), used, asdict(spec))
+    return Fit(idata, draws, riclpm.reported_parameters(spec, derived), used, asdict(spec),
+               model=model, predictive=riclpm.predictive(data, spec, model,
+                                                         info.get("ranges", {})))
 
 
 FITS = {"growth": fit_growth, "moderation": fit_growth, "early_alliance": fit_early,

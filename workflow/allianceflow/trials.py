@@ -235,6 +235,7 @@ def load_trial(folder: str | Path) -> Trial:
         "n_session_rows": int(len(sessions)),
         "sessions": sorted(int(s) for s in full["session"].unique()),
         "measures": measures,
+        "ranges": {name: list(spec["range"]) for name, spec in meta["measures"].items()},
         "scores": scored,
         "roles": meta["roles"],
         "arm": meta.get("arm"),

@@ -55,11 +55,15 @@ def trial_fits(wildcards):
         "summaries": [f"{fits}/{a}/summary.csv" for a in names],
         "diagnostics": [f"{fits}/{a}/diagnostics.json" for a in names],
         "posteriors": [f"{fits}/{a}/posterior.nc" for a in names],
+        "checks": [f"{fits}/{a}/{f}" for a in names for f in CHECK_FILES],
     }
 
 
+CHECK_FILES = ("checks.json", "ppc.csv", "ppc_curves.csv", "loo_pit.csv", "sensitivity.csv")
+
+
 # The package modules each analysis type's results are computed by (see package_code).
-FIT_CODE = ("analysis_stage.py", "analyses.py", "fitting.py", "provenance.py")
+FIT_CODE = ("analysis_stage.py", "analyses.py", "fitting.py", "checks.py", "provenance.py")
 GROWTH_CODE = ("trial_models_stage.py", "models/multilevel.py", "models/gaussian.py")
 ANALYSIS_CODE = {
     "growth": (*GROWTH_CODE, "models/growth.py"),
@@ -134,3 +138,38 @@ def truth_file(kind, name):
 def fit_settings(keys=("sampler", "meta", "checks")):
     """Only the settings a fit depends on: changing them reruns the fits, nothing else."""
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+
+
+# ---- simulation-based calibration (workflow/rules/checks.smk) ----------------------------
+
+SBC_FAMILIES = list(config["sbc"]["families"])
+
+
+def sbc_template_inputs(wildcards):
+    """The cleaned tables of the dataset a family's simulations are shaped like."""
+    template = config["sbc"]["families"][wildcards.family]
+    if wildcards.family.startswith("meta_"):
+        folder = f"data/clean/meta/{template['review']}"
+        return {"effects": f"{folder}/effects.csv", "info": f"{folder}/review.json"}
+    folder = f"data/clean/trials/{template['trial']}"
+    return {"sessions": f"{folder}/sessions.csv", "patients": f"{folder}/patients.csv",
+            "info": f"{folder}/trial.json"}
+
+
+def sbc_batches(wildcards):
+    n_jobs = -(-config["sbc"]["simulations"] // config["sbc"]["per_job"])
+    return [f"data/sbc/{wildcards.family}/batch_{b}.csv" for b in range(n_jobs)]
+
+
+def sbc_settings(family):
+    """Only what a family's simulations depend on: editing another family's template
+    reruns nothing here."""
+    keys = ("simulations", "per_job", "chains", "draws", "tune", "thin_to", "seed")
+    settings = {"sbc": {k: config["sbc"][k] for k in keys},
+                "template": config["sbc"]["families"][family],
+                "sampler": {k: config["sampler"][k] for k in ("backend", "target_accept",
+                                                              "threads")
+                            if k in config["sampler"]}}
+    if family.startswith("meta_"):
+        settings["meta"] = config["meta"]
+    return json.dumps(settings, sort_keys=True)

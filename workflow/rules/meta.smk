@@ -9,8 +9,8 @@ rule fit_review:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
         code=package_code(
-            "meta_stage.py", "fitting.py", "models/meta.py", "models/bias.py", "provenance.py",
-            "history.py",
+            "meta_stage.py", "fitting.py", "checks.py", "models/meta.py", "models/bias.py",
+            "provenance.py", "history.py",
         ),
     output:
         summary=report(
@@ -29,6 +29,30 @@ rule fit_review:
             category="Meta-analysis",
             subcategory="{review}",
             labels={"review": "{review}", "table": "funnel"},
+        ),
+        checks="data/fits/meta/{review}/checks.json",
+        ppc=report(
+            "data/fits/meta/{review}/ppc.csv",
+            caption="../report/ppc.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "predictive checks"},
+        ),
+        ppc_curves="data/fits/meta/{review}/ppc_curves.csv",
+        loo_pit="data/fits/meta/{review}/loo_pit.csv",
+        sensitivity=report(
+            "data/fits/meta/{review}/sensitivity.csv",
+            caption="../report/sensitivity.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "prior sensitivity"},
+        ),
+        comparison=report(
+            "data/fits/meta/{review}/comparison.csv",
+            caption="../report/comparison.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "model comparison"},
         ),
     params:
         settings=fit_settings(),

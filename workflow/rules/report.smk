@@ -13,8 +13,13 @@ rule report_review:
         posterior="data/fits/meta/{review}/posterior.nc",
         loso="data/fits/meta/{review}/loso.csv",
         cumulative="data/fits/meta/{review}/cumulative.csv",
+        checks="data/fits/meta/{review}/checks.json",
+        check_tables=expand(
+            "data/fits/meta/{{review}}/{table}.csv",
+            table=["ppc", "ppc_curves", "loo_pit", "sensitivity", "comparison"],
+        ),
         truth=lambda wildcards: truth_file("meta", wildcards.review),
-        code=package_code("reports.py", "report_parts.py", "report_meta.py"),
+        code=package_code("reports.py", "report_parts.py", "report_meta.py", "report_checks.py"),
     output:
         notebook="reports/meta/{review}.ipynb",
         html=report(
@@ -65,7 +70,7 @@ rule report_trial:
         info="data/clean/trials/{trial}/trial.json",
         truth=lambda wildcards: truth_file("trials", wildcards.trial),
         code=package_code("reports.py", "report_parts.py", "report_trial.py",
-                          "report_trial_models.py"),
+                          "report_trial_models.py", "report_checks.py"),
     output:
         notebook="reports/trials/{trial}.ipynb",
         html=report(
@@ -115,6 +120,8 @@ rule index:
             for t in TRIALS
             for a in trial_analyses(t)
         ],
+        checks=expand("data/fits/meta/{review}/checks.json", review=REVIEWS)
+        + [f"data/fits/trials/{t}/{a}/checks.json" for t in TRIALS for a in trial_analyses(t)],
         code=package_code("reports.py"),
     output:
         report(

@@ -22,6 +22,23 @@ rule fit_trial_analysis:
         diagnostics="data/fits/trials/{trial}/{analysis}/diagnostics.json",
         posterior="data/fits/trials/{trial}/{analysis}/posterior.nc",
         provenance="data/fits/trials/{trial}/{analysis}/provenance.json",
+        checks="data/fits/trials/{trial}/{analysis}/checks.json",
+        ppc=report(
+            "data/fits/trials/{trial}/{analysis}/ppc.csv",
+            caption="../report/ppc.rst",
+            category="Trials",
+            subcategory="{trial}",
+            labels={"trial": "{trial}", "analysis": "{analysis}", "table": "predictive checks"},
+        ),
+        ppc_curves="data/fits/trials/{trial}/{analysis}/ppc_curves.csv",
+        loo_pit="data/fits/trials/{trial}/{analysis}/loo_pit.csv",
+        sensitivity=report(
+            "data/fits/trials/{trial}/{analysis}/sensitivity.csv",
+            caption="../report/sensitivity.rst",
+            category="Trials",
+            subcategory="{trial}",
+            labels={"trial": "{trial}", "analysis": "{analysis}", "table": "prior sensitivity"},
+        ),
     params:
         settings=fit_settings(("sampler", "checks")),
         out=lambda wildcards, output: str(Path(output.summary).parent),

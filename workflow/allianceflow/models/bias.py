@@ -131,3 +131,26 @@ def selection_scalar_draws(posterior: xr.Dataset) -> xr.Dataset:
         out = out.drop_vars(["omega", "p_interval"], errors="ignore")
     drop = [d for d in out.dims if d.startswith("selection_delta")]
     return out.drop_dims(drop) if drop else out
+
+
+def selected_draws(mean: np.ndarray, sd: np.ndarray, se: np.ndarray, omega: np.ndarray,
+                   cutpoints: tuple[float, ...], direction: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Published estimates under the selection model: the p-value interval is drawn with
+    probability P(interval) x omega (normalised), then the estimate from the normal
+    truncated to that interval. mean, sd: (draws, n); se: (n,); omega: (draws, K)."""
+    mean, sd = np.broadcast_arrays(mean, sd)
+    se = np.broadcast_to(se, mean.shape)
+    # interval edges on the direction-signed scale, most significant interval first
+    edges = np.concatenate([[np.inf], z_thresholds(cutpoints), [-np.inf]])
+    m = direction * mean
+    cdf = stats.norm.cdf((se[..., None] * edges[None, None, :] - m[..., None])
+                         / sd[..., None])
+    probs = (cdf[..., :-1] - cdf[..., 1:]) * omega[:, None, :]
+    cum = np.cumsum(probs, axis=-1)
+    pick = (rng.uniform(size=mean.shape)[..., None] * cum[..., -1:] > cum).sum(axis=-1)
+    upper = np.take_along_axis(cdf, pick[..., None], -1)[..., 0]
+    lower = np.take_along_axis(cdf, pick[..., None] + 1, -1)[..., 0]
+    u = lower + (upper - lower) * rng.uniform(size=mean.shape)
+    z = stats.norm.ppf(np.clip(u, 1e-300, 1 - 1e-16))
+    return direction * (m + sd * z)

@@ -39,7 +39,8 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from .gaussian import intercept_slope_loglik
+from ..checks import Predictive
+from .gaussian import intercept_slope_loglik, simulate_intercept_slope
 from .multilevel import (
     PatientDesign,
     complete_patients,
@@ -115,12 +116,16 @@ def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
     if data.site is not None:
         mean = mean + group_intercepts("sd_site_alliance", data.site, s_a / 2)
     sd = pm.HalfNormal("sd_early_alliance", s_a)
+    early_seen = pm.Data("early_seen", data.early[seen])  # data: SBC swaps them
     if spec.error_sd > 0:
         true = pm.Normal("early_true", mean, sd)
-        pm.Normal("early_obs", true[seen], spec.error_sd, observed=data.early[seen])
+        pm.Normal("early_obs", true[seen], spec.error_sd, observed=early_seen)
+        pm.modelcontext(None).predictive_parts = {"early": {"mean": true[seen],
+                                                           "sd": pt.as_tensor(spec.error_sd)}}
         return true, sd
-    pm.Normal("early_obs", mean[seen], sd, observed=data.early[seen])
-    true = pt.as_tensor(np.nan_to_num(data.early))
+    pm.Normal("early_obs", mean[seen], sd, observed=early_seen)
+    pm.modelcontext(None).predictive_parts = {"early": {"mean": mean[seen], "sd": sd}}
+    true = pt.zeros(data.n_patients)[np.flatnonzero(seen)].set(early_seen)
     missed = np.flatnonzero(~seen)
     if missed.size:
         imputed = pm.Normal("early_missed", mean[missed], sd)
@@ -161,12 +166,29 @@ def build_model(data: EarlyData, spec: EarlySpec) -> pm.Model:
         sigma = pm.HalfNormal("sigma", s_y)
         sd0, sd1, rho = pair_prior(("sd_level", "sd_slope", "corr_level_slope"), (s_y, s_y),
                                    spec.lkj_eta)
-        ll = intercept_slope_loglik(data.y - level[pj] - slope[pj] * g, g,
+        mean = level[pj] + slope[pj] * g
+        ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g,
                                     sigma**2 * np.ones(len(data.y)), pj, data.n_patients,
                                     sd0, sd1, rho)
         pm.Potential("outcome_loglik", ll.sum())
         pm.Deterministic("loglik_patient", ll)
+        model.predictive_parts["outcome"] = {"mean": mean, "var": sigma**2, "sd_level": sd0,
+                                             "sd_slope": sd1, "rho": rho}
     return model
+
+
+def predictive(data: EarlyData, spec: EarlySpec, model: pm.Model,
+               ranges: dict[str, list[float]]) -> dict[str, Predictive]:
+    """Replicated outcomes after the early session, each patient's random level and
+    slope drawn again (given the early alliance the model infers)."""
+    g = data.g - data.g_mid
+    return {"outcome": Predictive(
+        observed=data.y, group=data.patient, cluster=data.patient,
+        parts=model.predictive_parts["outcome"],
+        simulate=lambda v, rng: simulate_intercept_slope(v, g, data.patient,
+                                                         data.n_patients, rng),
+        label=spec.outcome, bounds=tuple(ranges.get(spec.outcome, (-np.inf, np.inf))),
+        group_name="patient")}
 
 
 def reported_parameters(data: EarlyData, post: xr.Dataset) -> list[str]:

@@ -79,3 +79,44 @@ def intercept_slope_posterior(resid, f: np.ndarray, var, patient: np.ndarray,
     v01 = l00 * (l10 * i00 + l11 * i01)
     v11 = l10**2 * i00 + 2 * l10 * l11 * i01 + l11**2 * i11
     return pt.stack([mean0, mean1, v00, v01, v11], axis=1)
+
+
+# ---- replicated data (numpy), for the predictive checks: per-draw parts in, draws out
+
+
+def _per_draw(value: np.ndarray, draws: int) -> np.ndarray:
+    """A per-draw scalar as a (draws, 1) column; per-draw vectors unchanged."""
+    value = np.asarray(value, dtype=float)
+    return value.reshape(draws, 1) if value.size == draws else value.reshape(draws, -1)
+
+
+def simulate_compound_symmetric(parts: dict[str, np.ndarray], patient: np.ndarray,
+                                n_patients: int, rng: np.random.Generator) -> np.ndarray:
+    """mean + a Normal(0, sd_level) level per patient + Normal(0, sigma) per row, the
+    model behind compound_symmetric_loglik. parts: mean (draws, n), sigma, sd_level."""
+    mean = parts["mean"]
+    draws = mean.shape[0]
+    level = rng.standard_normal((draws, n_patients)) * _per_draw(parts["sd_level"], draws)
+    noise = rng.standard_normal(mean.shape) * _per_draw(parts["sigma"], draws)
+    return mean + level[:, patient] + noise
+
+
+def simulate_intercept_slope(parts: dict[str, np.ndarray], f: np.ndarray, patient: np.ndarray,
+                             n_patients: int, rng: np.random.Generator) -> np.ndarray:
+    """mean + level_i + slope_i f + Normal(0, var) per row, (level, slope) correlated
+    Normal with SDs sd_level, sd_slope and correlation rho: the model behind
+    intercept_slope_loglik. parts: mean, var (draws, n or 1), sd_level, sd_slope, rho."""
+    mean = parts["mean"]
+    draws = mean.shape[0]
+    s0, s1, rho = (_per_draw(parts[k], draws) for k in ("sd_level", "sd_slope", "rho"))
+    z0, z1 = rng.standard_normal((2, draws, n_patients))
+    level = s0 * z0
+    slope = s1 * (rho * z0 + np.sqrt(1 - rho**2) * z1)
+    noise = rng.standard_normal(mean.shape) * np.sqrt(_per_draw(parts["var"], draws))
+    return mean + level[:, patient] + slope[:, patient] * f + noise
+
+
+def simulate_normal(parts: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """mean + Normal(0, sd) per value. parts: mean (draws, n), sd (per draw or per value)."""
+    mean = parts["mean"]
+    return mean + rng.standard_normal(mean.shape) * _per_draw(parts["sd"], mean.shape[0])

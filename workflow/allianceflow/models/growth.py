@@ -63,7 +63,13 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from .gaussian import intercept_slope_loglik, intercept_slope_posterior
+from ..checks import Predictive
+from .gaussian import (
+    intercept_slope_loglik,
+    intercept_slope_posterior,
+    simulate_intercept_slope,
+    simulate_normal,
+)
 from .multilevel import (
     PatientDesign,
     centred_pairs,
@@ -197,6 +203,37 @@ def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float):
     return level, trend, row_mean, pm.HalfNormal("sd_alliance_within", s_a)
 
 
+def outcome_rows(data: GrowthData) -> np.ndarray:
+    """Rows whose outcome enters the likelihood: a moderator must be known where the
+    within effect is moderated, and with the observed decomposition the alliance too
+    (its deviation is the predictor)."""
+    has_y = ~np.isnan(data.y) & ~np.isnan(data.moderators).any(axis=1)
+    if data.observed_parts is not None:
+        has_y &= ~np.isnan(data.alliance)
+    return has_y
+
+
+def predictive(data: GrowthData, spec: GrowthSpec, model: pm.Model,
+               ranges: dict[str, list[float]]) -> dict[str, Predictive]:
+    """Replicated outcomes (each patient's random level and slope drawn again, given the
+    observed alliance) and, with the latent decomposition, replicated alliance scores."""
+    has_y, has_a = outcome_rows(data), ~np.isnan(data.alliance)
+    pj, f = data.patient[has_y], data.f[has_y]
+    parts = model.predictive_parts
+    blocks = {"outcome": Predictive(
+        observed=data.y[has_y], group=pj, cluster=pj, parts=parts["outcome"],
+        simulate=lambda v, rng: simulate_intercept_slope(v, f, pj, data.n_patients, rng),
+        label=spec.outcome, bounds=tuple(ranges.get(spec.outcome, (-np.inf, np.inf))),
+        group_name="patient")}
+    if "alliance" in parts:
+        blocks["alliance"] = Predictive(
+            observed=data.alliance[has_a], group=data.patient[has_a],
+            cluster=data.patient[has_a], parts=parts["alliance"], simulate=simulate_normal,
+            label=spec.alliance, bounds=tuple(ranges.get(spec.alliance, (-np.inf, np.inf))),
+            group_name="patient")
+    return blocks
+
+
 def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = None
                 ) -> pm.Model:
     """The joint alliance-outcome model. `shown`: patients (indices) whose expected
@@ -209,17 +246,24 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
     names = data.design.names
     x = data.design.x
     x_arm = x[:, names.index("arm")] if "arm" in names else None
+    has_a = ~np.isnan(data.alliance)
     with pm.Model() as model:
         level, trend, a_mean, sd_w = alliance_part(data, spec, x_arm, s_a)
-        has_a = ~np.isnan(data.alliance)
+        # the measured values as data (the priors are scaled by the dataset itself), so
+        # that simulation-based calibration can refit the compiled model
+        alliance_seen = pm.Data("alliance_seen", data.alliance[has_a])
+        alliance = pt.zeros(len(data.alliance))[np.flatnonzero(has_a)].set(alliance_seen)
         if sd_w is None:  # observed decomposition: the observed deviation is the within part
-            e2, lam, sd_w = 0.0, 1.0, 0.0
+            e2, lam, sd_w, ll_alliance = 0.0, 1.0, 0.0, 0.0
         else:
             e2 = spec.error_sd**2
             var_a = sd_w**2 + e2
             lam = pm.Deterministic("reliability_within", sd_w**2 / var_a)
-            pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a),
-                      observed=data.alliance[has_a])
+            alliance_obs = pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a),
+                                     observed=alliance_seen)
+            # each patient's alliance scores, for the joint per-patient log-likelihood
+            ll_alliance = pt.zeros(data.n_patients)[data.patient[has_a]].inc(
+                pm.logp(alliance_obs, alliance_seen))
 
         beta = fixed_effects(names, s_y)
         beta_t = fixed_effects(names, s_y, suffix=":time")
@@ -245,24 +289,25 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             coef = pm.Normal(f"alliance_within:{mod}", 0.0, s_y / s_a / sd_mod)
             b_w = b_w + coef * np.nan_to_num(data.moderators[:, k])
 
-        # outcome rows: a moderator must be known where the within effect is moderated, and
-        # with the observed decomposition the alliance too (its deviation is the predictor)
-        has_y = ~np.isnan(data.y) & ~np.isnan(data.moderators).any(axis=1)
-        if data.observed_parts is not None:
-            has_y &= has_a
-        r = np.nan_to_num(data.alliance) - a_mean
+        has_y = outcome_rows(data)
+        r = alliance - a_mean
         b_w_rows = b_w if b_w.ndim == 0 else b_w[has_y]
         shift = pt.where(has_a[has_y], lam * r[has_y], 0.0)
         extra = pt.where(has_a[has_y], lam * e2, sd_w**2)
         sigma = pm.HalfNormal("sigma", s_y)
         sd0, sd1, rho = pair_prior(("sd_intercept", "sd_slope", "corr_intercept_slope"),
                                    (s_y, s_y), spec.lkj_eta)
-        resid = data.y[has_y] - mu_y[has_y] - b_w_rows * shift
+        resid = pm.Data("outcome", data.y[has_y]) - mu_y[has_y] - b_w_rows * shift
         var_y = sigma**2 + b_w_rows**2 * extra
         ll = intercept_slope_loglik(resid, f[has_y], var_y, pj[has_y], data.n_patients,
                                     sd0, sd1, rho)
         pm.Potential("outcome_loglik", ll.sum())
-        pm.Deterministic("loglik_patient", ll)
+        pm.Deterministic("loglik_patient", ll + ll_alliance)
+        model.predictive_parts = {"outcome": {
+            "mean": mu_y[has_y] + b_w_rows * shift, "var": var_y * pt.ones(int(has_y.sum())),
+            "sd_level": sd0, "sd_slope": sd1, "rho": rho}}
+        if data.observed_parts is None:
+            model.predictive_parts["alliance"] = {"mean": a_mean[has_a], "sd": pt.sqrt(var_a)}
         if shown is not None and len(shown):
             pm.Deterministic("shown_fixed", pt.stack([patient_level[shown],
                                                       patient_slope[shown]], axis=1))

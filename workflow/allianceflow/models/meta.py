@@ -47,9 +47,11 @@ import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 
+from ..checks import Predictive
 from .bias import (
     BIAS_MODELS,
     interval_labels,
+    selected_draws,
     selection_logp,
     selection_scalar_draws,
     selection_weights,
@@ -165,6 +167,8 @@ def build_model(spec: ModelSpec, effects: pd.DataFrame, priors: MetaPriors) -> p
         if spec.bias == "selection":
             omega = selection_weights(len(coords["p_interval"]))
             sign = spec.direction
+            model.predictive_parts = {"mean": mean * pt.ones_like(y), "tau_study": tau_study,
+                                      "omega": omega}
             pm.CustomDist(
                 "y", mean * pt.ones_like(y), sigma, pt.sqrt(v), omega,
                 # the density of y equals that of sign*y, so selection on negative
@@ -175,9 +179,12 @@ def build_model(spec: ModelSpec, effects: pd.DataFrame, priors: MetaPriors) -> p
             )
             return model
         if not spec.three_level:
+            model.predictive_parts = {"mean": mean * pt.ones_like(y), "tau_study": tau_study}
             pm.Normal("y", mu=mean, sigma=sigma, observed=y, dims="effect")
             return model
         tau_es = pm.HalfNormal("tau_es", priors.tau_sd)
+        model.predictive_parts = {"mean": mean * pt.ones_like(y), "tau_study": tau_study,
+                                  "tau_es": tau_es}
         idx = pm.Data("study_idx", study_idx, dims="effect")
         n_per_study = np.bincount(study_idx).astype(float)
         k = pm.Data("n_per_study", n_per_study, dims="study")
@@ -343,3 +350,49 @@ def reported_parameters(spec: ModelSpec, draws: xr.Dataset, correlation: bool) -
     names += ["tau_study"]
     names += ["tau_es", "i2_study", "i2_es"] if spec.three_level else ["i2_study"]
     return names
+
+
+# Fisher z of |r| = .99: a prior that simulates effects beyond it puts mass on
+# correlations no alliance-outcome study can produce.
+FISHER_Z_BOUND = float(np.arctanh(0.99))
+
+
+def predictive(spec: ModelSpec, effects: pd.DataFrame, model: pm.Model,
+               correlation: bool) -> Predictive:
+    """Replicated effect sizes: every random level drawn again, then sampling error
+    (with the study's own variance); under the selection model, estimates are kept
+    with their p-value interval's publication weight. LOO-PIT units follow the
+    log-likelihood: effects (two-level) or studies (three-level)."""
+    study_idx, _ = pd.factorize(effects["study"], sort=False)
+    vi = effects["vi"].to_numpy(float)
+    three = spec.three_level and not spec.bias
+
+    def simulate(parts: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        mean = parts["mean"]
+        draws = mean.shape[0]
+        tau_s = parts["tau_study"].reshape(draws, 1)
+        if three:
+            u = rng.standard_normal((draws, study_idx.max() + 1))[:, study_idx]
+            w = rng.standard_normal(mean.shape) * parts["tau_es"].reshape(draws, 1)
+            return mean + tau_s * u + w + rng.standard_normal(mean.shape) * np.sqrt(vi)
+        sd = np.sqrt(vi + tau_s**2)
+        if spec.bias == "selection":
+            return selected_draws(mean, sd, np.sqrt(vi), parts["omega"], spec.cutpoints,
+                                  spec.direction, rng)
+        return mean + sd * rng.standard_normal(mean.shape)
+
+    return Predictive(
+        observed=effects["yi"].to_numpy(float),
+        group=study_idx if three else np.arange(len(effects)),
+        parts=model.predictive_parts, simulate=simulate,
+        label="effect size (Fisher z)" if correlation else "effect size",
+        bounds=(-FISHER_Z_BOUND, FISHER_Z_BOUND) if correlation else (-np.inf, np.inf),
+        group_name="study" if three else "effect size", cluster=study_idx,
+    )
+
+
+def pointwise_loglik(idata: xr.DataTree) -> np.ndarray:
+    """The log-likelihood group as (draws, units): effects, or studies when three-level."""
+    ll = idata["log_likelihood"].to_dataset()
+    da = ll[next(iter(ll.data_vars))]
+    return da.to_numpy().reshape(da.sizes["chain"] * da.sizes["draw"], -1)

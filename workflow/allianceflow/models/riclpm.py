@@ -47,6 +47,8 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
+from ..checks import Predictive
+
 
 @dataclass(frozen=True)
 class RiclpmSpec:
@@ -152,7 +154,7 @@ def build_model(data: RiclpmData, spec: RiclpmSpec) -> pm.Model:
             chol = covariance_chol(f"cov_{name}", k, spec.lkj_eta)
             covs[name] = pm.Deterministic(f"cov_{name}_std", chol @ chol.T,
                                           dims=("variable", "from_variable"))
-        values = pt.as_tensor(np.nan_to_num(data.values))
+        values = pm.Data("values", np.nan_to_num(data.values))  # data: SBC swaps them
         if len(holes):
             # their density is the model's own (the likelihood below): no prior of their own
             filled = pm.Flat("missing_cells", shape=len(holes))
@@ -161,7 +163,51 @@ def build_model(data: RiclpmData, spec: RiclpmSpec) -> pm.Model:
                            covs["innovation"], covs["ri"], t, k)
         pm.Potential("loglik", ll.sum())
         pm.Deterministic("loglik_patient", ll, dims="patient")
+        model.predictive_parts = {"mu": mu, "phi": phi, **{f"cov_{k}": v for k, v in covs.items()}}
     return model
+
+
+def simulate_cube(parts: dict[str, np.ndarray], n_patients: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Replicated standardised values (draws, patients, occasions, variables): random
+    intercepts, the first occasion's deviation, then the VAR(1) of the deviations."""
+    mu, phi = parts["mu"], parts["phi"]
+    draws, t, k = mu.shape
+
+    def normal(cov):  # (draws, patients, k) from Normal(0, cov) per draw
+        chol = np.linalg.cholesky(cov)
+        return np.einsum("sij,spj->spi", chol, rng.standard_normal((draws, n_patients, k)))
+
+    ri = normal(parts["cov_ri"])
+    w = normal(parts["cov_first"])
+    cube = np.empty((draws, n_patients, t, k))
+    cube[:, :, 0] = mu[:, None, 0] + ri + w
+    for j in range(1, t):
+        w = np.einsum("sij,spj->spi", phi, w) + normal(parts["cov_innovation"])
+        cube[:, :, j] = mu[:, None, j] + ri + w
+    return cube
+
+
+def predictive(data: RiclpmData, spec: RiclpmSpec, model: pm.Model,
+               ranges: dict[str, list[float]]) -> dict[str, Predictive]:
+    """Replicated observed cells of each variable, on its raw scale: every patient's
+    intercepts and within-patient course drawn again."""
+    n = data.values.shape[0]
+    blocks = {}
+    for v, name in enumerate(spec.variables):
+        seen = ~np.isnan(data.values[:, :, v])
+        patient = np.nonzero(seen)[0]
+
+        def simulate(parts, rng, v=v, seen=seen):
+            cube = simulate_cube(parts, n, rng)[:, :, :, v]
+            return cube[:, seen] * data.sds[v] + data.means[v]
+
+        blocks[name] = Predictive(
+            observed=data.values[:, :, v][seen] * data.sds[v] + data.means[v],
+            group=patient, cluster=patient, parts=model.predictive_parts, simulate=simulate,
+            label=name, bounds=tuple(ranges.get(name, (-np.inf, np.inf))),
+            group_name="patient")
+    return blocks
 
 
 def derived_quantities(post: xr.Dataset, data: RiclpmData, spec: RiclpmSpec) -> xr.Dataset:

@@ -47,7 +47,8 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from .gaussian import compound_symmetric_loglik
+from ..checks import Predictive
+from .gaussian import compound_symmetric_loglik, simulate_compound_symmetric
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
     coords = {"patient": np.arange(data.n_patients)}
     with pm.Model(coords=coords) as model:
         change: dict[str, pt.TensorVariable] = {}
+        parts: dict[str, dict[str, pt.TensorVariable]] = {}
+        model.predictive_parts = parts
         for k in (*spec.mediators, spec.y):
             s = sd[k]
             is_y = k == spec.y
@@ -138,14 +141,31 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
             change[k] = pm.Normal(f"change[{k}]", pred, pm.HalfNormal(f"sd_change[{k}]", s),
                                   dims="patient")
             rows = data.measures[k]
-            resid = (rows.value - pm.Normal(f"mu_level[{k}]", mean[k], 2 * s)
-                     - rows.f * change[k][rows.patient])
-            ll = compound_symmetric_loglik(resid, rows.patient, data.n_patients,
-                                           pm.HalfNormal(f"sigma[{k}]", s),
-                                           pm.HalfNormal(f"sd_level[{k}]", s))
+            expected = (pm.Normal(f"mu_level[{k}]", mean[k], 2 * s)
+                        + rows.f * change[k][rows.patient])
+            sigma, sd_level = pm.HalfNormal(f"sigma[{k}]", s), pm.HalfNormal(f"sd_level[{k}]", s)
+            value = pm.Data(f"value[{k}]", rows.value)  # data, so that SBC can swap them
+            ll = compound_symmetric_loglik(value - expected, rows.patient,
+                                           data.n_patients, sigma, sd_level)
+            parts[k] = {"mean": expected, "sigma": sigma, "sd_level": sd_level}
             pm.Potential(f"loglik[{k}]", ll.sum())
             pm.Deterministic(f"loglik_patient[{k}]", ll, dims="patient")
     return model
+
+
+def predictive(data: SequentialData, spec: SequentialSpec, model: pm.Model,
+               ranges: dict[str, list[float]]) -> dict[str, Predictive]:
+    """Replicated sessions of every measure: each patient's level drawn again around
+    the latent change the model inferred for them."""
+    blocks = {}
+    for k, rows in data.measures.items():
+        blocks[k] = Predictive(
+            observed=rows.value, group=rows.patient, cluster=rows.patient,
+            parts=model.predictive_parts[k],
+            simulate=lambda v, rng, rows=rows: simulate_compound_symmetric(
+                v, rows.patient, data.n_patients, rng),
+            label=k, bounds=tuple(ranges.get(k, (-np.inf, np.inf))), group_name="patient")
+    return blocks
 
 
 def path_names(spec: SequentialSpec) -> list[str]:

@@ -51,7 +51,8 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from .gaussian import compound_symmetric_loglik
+from ..checks import Predictive
+from .gaussian import compound_symmetric_loglik, simulate_compound_symmetric
 
 # order of the correlated person-level paths
 EFFECTS = ("a", "b", "c_prime")
@@ -112,6 +113,16 @@ def lagged_rows(sessions: pd.DataFrame, spec: WithinSpec, person: str = "patient
     return out.dropna(subset=["x", "m"]).reset_index(drop=True)
 
 
+def centred(person: np.ndarray, values: np.ndarray, n: int, centre: bool
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Values minus their person's mean, and the person means centred on their mean
+    (the between-person predictor); without centring, the values and zeros."""
+    if not centre:
+        return values, np.zeros(n)
+    means = np.bincount(person, values, n) / np.bincount(person, None, n)
+    return values - means[person], means - means.mean()
+
+
 def prepare(rows: pd.DataFrame, spec: WithinSpec) -> WithinData:
     """Index persons 0..J-1 (no identifiers are kept) and centre x and m within person."""
     # own, writable copies: nutpie refuses read-only arrays that pandas may hand out
@@ -119,16 +130,10 @@ def prepare(rows: pd.DataFrame, spec: WithinSpec) -> WithinData:
     x = np.array(rows["x"], dtype=float)
     m = np.array(rows["m"], dtype=float)
     n = int(person.max()) + 1
-    if spec.centre:
-        x_mean = np.bincount(person, x, n) / np.bincount(person, None, n)
-        m_mean = np.bincount(person, m, n) / np.bincount(person, None, n)
-        x, m_within = x - x_mean[person], m - m_mean[person]
-        x_mean, m_mean = x_mean - x_mean.mean(), m_mean - m_mean.mean()
-    else:
-        x_mean = m_mean = np.zeros(n)
-        m_within = m
+    x_within, x_mean = centred(person, x, n, spec.centre)
+    m_within, m_mean = centred(person, m, n, spec.centre)
     time = np.array(rows["time"], dtype=float)
-    return WithinData(person=person, x=x, m=m, m_within=m_within,
+    return WithinData(person=person, x=x_within, m=m, m_within=m_within,
                       y=np.array(rows["y"], dtype=float), time=time - time.mean(),
                       x_mean=x_mean, m_mean=m_mean, n_persons=n)
 
@@ -136,11 +141,17 @@ def prepare(rows: pd.DataFrame, spec: WithinSpec) -> WithinData:
 def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
     has_y = ~np.isnan(data.y)
     pj, x, m = data.person, data.x, data.m
-    py, xy, my, y = pj[has_y], x[has_y], data.m_within[has_y], data.y[has_y]
+    py, xy, y = pj[has_y], x[has_y], data.y[has_y]
     sx, sm, sy = x.std(), data.m_within.std(), y.std()
     n = data.n_persons
     coords = {"person": np.arange(n), "effect": list(EFFECTS), "effect_": list(EFFECTS)}
     with pm.Model(coords=coords) as model:
+        # the measured values as data (priors above are scaled by the dataset itself),
+        # so that simulation-based calibration can refit the compiled model
+        m_data = pm.Data("m", m)
+        my = pm.Data("m_within_y", data.m_within[has_y])
+        m_mean = pm.Data("m_mean", data.m_mean)
+        y_data = pm.Data("y", y)
         dm = pm.Normal("dm", m.mean(), 2 * m.std())
         dy = pm.Normal("dy", y.mean(), 2 * sy)
         a = pm.Normal("a", 0.0, sm / sx)
@@ -165,18 +176,35 @@ def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
             mu_m += pm.Normal("a_between", 0.0, sm / sx) * data.x_mean[pj]
             c_between = pm.Normal("c_prime_between", 0.0, sy / sx)
             b_between = pm.Normal("b_between", 0.0, sy / sm)
-            mu_y += c_between * data.x_mean[py] + b_between * data.m_mean[py]
+            mu_y += c_between * data.x_mean[py] + b_between * m_mean[py]
         if spec.time:
             st = max(data.time.std(), 1e-9)
             mu_m += pm.Normal("time_m", 0.0, m.std() / st) * data.time
             mu_y += pm.Normal("time_y", 0.0, sy / st) * data.time[has_y]
-        ll_m = compound_symmetric_loglik(m - mu_m, pj, n, pm.HalfNormal("sigma_m", m.std()),
-                                         pm.HalfNormal("sd_dm", m.std()))
-        ll_y = compound_symmetric_loglik(y - mu_y, py, n, pm.HalfNormal("sigma_y", sy),
-                                         pm.HalfNormal("sd_dy", sy))
+        sigma_m, sd_dm = pm.HalfNormal("sigma_m", m.std()), pm.HalfNormal("sd_dm", m.std())
+        sigma_y, sd_dy = pm.HalfNormal("sigma_y", sy), pm.HalfNormal("sd_dy", sy)
+        ll_m = compound_symmetric_loglik(m_data - mu_m, pj, n, sigma_m, sd_dm)
+        ll_y = compound_symmetric_loglik(y_data - mu_y, py, n, sigma_y, sd_dy)
+        model.predictive_parts = {
+            "m": {"mean": mu_m, "sigma": sigma_m, "sd_level": sd_dm},
+            "y": {"mean": mu_y, "sigma": sigma_y, "sd_level": sd_dy}}
         pm.Potential("loglik", ll_m.sum() + ll_y.sum())
         pm.Deterministic("loglik_person", ll_m + ll_y, dims="person")
     return model
+
+
+def predictive(data: WithinData, spec: WithinSpec, model: pm.Model,
+               ranges: dict[str, list[float]]) -> dict[str, Predictive]:
+    """Replicated mediator and outcome: each person's intercepts drawn again, given
+    the person's own paths a_j, b_j, c'_j and the observed x (and m, for y)."""
+    has_y = ~np.isnan(data.y)
+    rows = {"m": (data.m, data.person, spec.m), "y": (data.y[has_y], data.person[has_y], spec.y)}
+    return {key: Predictive(
+        observed=values, group=person, cluster=person, parts=model.predictive_parts[key],
+        simulate=lambda v, rng, person=person: simulate_compound_symmetric(
+            v, person, data.n_persons, rng),
+        label=measure, bounds=tuple(ranges.get(measure, (-np.inf, np.inf))),
+        group_name="person") for key, (values, person, measure) in rows.items()}
 
 
 def derived_quantities(post: xr.Dataset, spec: WithinSpec) -> xr.Dataset:

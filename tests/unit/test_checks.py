@@ -1,0 +1,143 @@
+"""Model checks (allianceflow.checks): the simultaneous ECDF band, LOO-PIT weights, the
+predictive p-values, and each model family's simulator against the covariance its
+likelihood assumes. One small meta-analysis is sampled end to end: the checks pass when
+the model generated the data and flag the missing study level when it did not."""
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from allianceflow.checks import (
+    CheckSettings,
+    ecdf_band,
+    grouped_loo_pit,
+    ppc_table,
+    psis_weights,
+    run_checks,
+    statistic,
+    uniformity,
+)
+from allianceflow.fitting import SamplerSettings, sample
+from allianceflow.models import riclpm
+from allianceflow.models.bias import p_interval, selected_draws
+from allianceflow.models.gaussian import (
+    simulate_compound_symmetric,
+    simulate_intercept_slope,
+)
+from allianceflow.models.meta import MetaPriors, ModelSpec, build_model, pointwise_loglik
+from allianceflow.models.meta import predictive as meta_predictive
+from scipy import stats
+
+from tests.unit.test_trial_models import dense_riclpm_cov
+
+
+def test_simultaneous_band_covers_uniform_samples_and_rejects_others():
+    rng = np.random.default_rng(3)
+    grid, lower, upper = ecdf_band(200, 0.95, n_sim=2000, seed=1)
+    inside = 0
+    for _ in range(400):
+        ecdf = np.searchsorted(np.sort(rng.uniform(size=200)), grid, side="right") / 200
+        inside += bool(((ecdf >= lower) & (ecdf <= upper)).all())
+    assert 0.92 <= inside / 400 <= 0.98  # simultaneous, not pointwise, 95%
+    assert not uniformity(rng.beta(2, 2, size=1000), 0.99)["passed"]  # too central
+
+
+def test_loo_pit_weights_reproduce_psis_loo():
+    rng = np.random.default_rng(4)
+    loglik = rng.normal(-1.0, 0.3, size=(800, 5)) + rng.normal(0, 0.5, size=5)
+    w, k = psis_weights(loglik)
+    tree = xr.DataTree.from_dict({
+        "posterior": xr.Dataset({"x": (("chain", "draw"), np.zeros((1, 800)))}),
+        "log_likelihood": xr.Dataset({"y": (("chain", "draw", "i"), loglik[None])})})
+    loo = az.loo(tree, pointwise=True)
+    elpd_i = np.log((w * np.exp(loglik)).sum(axis=0))
+    assert elpd_i == pytest.approx(np.asarray(loo.elpd_i), abs=1e-6)
+    assert k == pytest.approx(np.asarray(loo.pareto_k), abs=1e-6)
+
+
+def test_grouped_loo_pit_and_predictive_p_values():
+    replicated = np.arange(10.0)[:, None] * np.ones((10, 3))
+    weights = np.full((10, 2), 0.1)
+    pit = grouped_loo_pit(np.array([4.5, -1.0, 20.0]), replicated, np.array([0, 1, 1]),
+                          weights)
+    assert pit == pytest.approx([0.5, 0.0, 1.0])
+    table = ppc_table(np.array([4.5, 4.5, 4.5]), replicated, None, ("mean", "max"), "posterior")
+    assert table.set_index("statistic")["p_value"].to_dict() == {"mean": 0.5, "max": 0.5}
+    means = statistic("cluster_sd", np.array([1.0, 3.0, 10.0, 10.0]), np.array([0, 0, 1, 1]))
+    assert means[0] == pytest.approx(np.std([2.0, 10.0], ddof=1))
+
+
+def test_selection_model_replicates_follow_the_publication_weights():
+    rng = np.random.default_rng(5)
+    n = 40000
+    mean, sd, se = np.zeros((1, n)), np.full((1, n), 1.0), np.full(n, 1.0)
+    cut = (0.025, 0.05, 0.5)
+    free = selected_draws(mean, sd, se, np.ones((1, 4)), cut, 1, rng)[0]
+    assert stats.kstest(free, "norm").pvalue > 0.01  # all weights 1: no selection
+    omega = np.array([[1.0, 0.5, 0.25, 0.1]])
+    kept = selected_draws(mean, sd, se, omega, cut, 1, rng)[0]
+    share = np.bincount(p_interval(kept, se, cut, 1), minlength=4) / n
+    prob = np.diff(-stats.norm.sf([np.inf, *stats.norm.isf(cut), -np.inf]))
+    expected = prob * omega[0] / (prob * omega[0]).sum()
+    assert share == pytest.approx(expected, abs=0.01)
+
+
+def empirical_cov(draws: np.ndarray) -> np.ndarray:
+    return np.cov(draws, rowvar=False)
+
+
+def test_trial_simulators_match_the_covariance_the_likelihoods_assume():
+    rng = np.random.default_rng(6)
+    n = 60000
+    f = np.array([0.0, 0.3, 1.0])
+    patient = np.zeros(3, dtype=int)
+    parts = {"mean": np.zeros((n, 3)), "var": np.full(n, 0.5), "sd_level": np.full(n, 1.2),
+             "sd_slope": np.full(n, 0.8), "rho": np.full(n, -0.5)}
+    y = simulate_intercept_slope(parts, f, patient, 1, rng)
+    z = np.c_[np.ones(3), f]
+    g = np.array([[1.44, -0.48], [-0.48, 0.64]])
+    assert empirical_cov(y) == pytest.approx(0.5 * np.eye(3) + z @ g @ z.T, abs=0.05)
+    cs = simulate_compound_symmetric({"mean": np.zeros((n, 3)), "sigma": np.full(n, 0.7),
+                                      "sd_level": np.full(n, 1.1)}, patient, 1, rng)
+    assert empirical_cov(cs) == pytest.approx(0.49 * np.eye(3) + 1.21, abs=0.05)
+
+    k, t = 2, 3
+    phi = np.array([[0.4, -0.2], [0.15, 0.3]])
+    psi, sz, sri = (np.array([[1.0, 0.3], [0.3, 0.8]]), np.array([[0.5, 0.1], [0.1, 0.4]]),
+                    np.array([[0.6, -0.2], [-0.2, 0.9]]))
+    draws = 40000
+    cube = riclpm.simulate_cube({"mu": np.zeros((draws, t, k)),
+                                 "phi": np.broadcast_to(phi, (draws, k, k)),
+                                 "cov_ri": np.broadcast_to(sri, (draws, k, k)),
+                                 "cov_first": np.broadcast_to(psi, (draws, k, k)),
+                                 "cov_innovation": np.broadcast_to(sz, (draws, k, k))}, 1, rng)
+    assert empirical_cov(cube[:, 0].reshape(draws, t * k)) == pytest.approx(
+        dense_riclpm_cov(phi, psi, sz, sri, t), abs=0.05)
+
+
+def clustered_effects(tau_study: float, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    study = np.repeat(np.arange(15), 4)
+    vi = rng.uniform(0.01, 0.03, study.size)
+    yi = (0.3 + tau_study * rng.standard_normal(15)[study]
+          + 0.1 * rng.standard_normal(study.size) + np.sqrt(vi) * rng.standard_normal(study.size))
+    return pd.DataFrame({"study": study.astype(str), "es_id": np.arange(study.size).astype(str),
+                         "yi": yi, "vi": vi})
+
+
+@pytest.mark.parametrize("tau_study, flagged", [(0.0, False), (0.5, True)])
+def test_two_level_model_checks_flag_a_missing_study_level(tau_study, flagged):
+    effects = clustered_effects(tau_study, seed=7)
+    spec = ModelSpec("random_effects", False)
+    model = build_model(spec, effects, MetaPriors())
+    idata = sample(model, SamplerSettings(chains=2, draws=500, tune=500, seed=8))
+    summary, tables = run_checks(model, {"effects": meta_predictive(spec, effects, model, True)},
+                                 idata, pointwise_loglik(idata),
+                                 idata["posterior"].to_dataset()[["mu", "tau_study"]],
+                                 CheckSettings(predictive_draws=300), 9, spec.name)
+    p = summary["data"]["effects"]["posterior_predictive"]["cluster_sd"]
+    assert (p < 0.01) == flagged  # the spread of study means is what a two-level model misses
+    assert summary["data"]["effects"]["prior_predictive"]["share_outside"] < 0.05
+    assert set(tables) == {"ppc", "ppc_curves", "loo_pit", "sensitivity"}
+    assert set(tables["sensitivity"]["parameter"]) == {"mu", "tau_study"}

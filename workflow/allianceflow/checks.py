@@ -1,0 +1,427 @@
+"""Posterior checks of one fitted model: prior and posterior predictive checks, LOO-PIT,
+Pareto-k, prior sensitivity by power-scaling. Pure functions on arrays and DataTrees,
+plus `run_checks`, which the fit stages call with the model they sampled.
+
+How replicated data are made, for every model alike: the model names, as tensors, the
+per-draw quantities its data depend on once the random effects it integrates out are
+put back (e.g. each row's expected value and the SDs of the random levels); PyMC
+evaluates them for prior draws and for a thinned set of posterior draws, and the
+model's own `simulate` draws the data from them (models/*.py, next to each model).
+
+Replicates of trial outcomes are conditional on the measures the model treats as
+given (the observed alliance in growth models, the treatment, covariates): the check
+asks whether the outcome model fits, not whether the alliance is predicted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+
+from .io import write_csv, write_json
+
+PPC_STATISTICS = ("mean", "sd", "min", "max")
+PARETO_K_RELIABLE = 0.7
+QUANTILE_LEVELS = np.linspace(0.01, 0.99, 99)
+
+
+@dataclass
+class Predictive:
+    """What a model's data look like and how to replicate them.
+
+    `observed`: the data values the replicates are compared with (n,); `group`: each
+    value's unit in the log-likelihood group (an effect, a study, a patient), for
+    LOO-PIT; `parts`: tensors of the model evaluated per draw; `simulate`: turns those
+    per-draw values (arrays with a leading draw axis) into replicated data (draws, n);
+    `label`: what the values are; `bounds`: the values the data can take (e.g. a
+    scale's range), for the prior predictive check; `group_name`: what a unit is;
+    `cluster`: each value's study or patient, for the test statistic `cluster_sd`.
+    """
+
+    observed: np.ndarray
+    group: np.ndarray
+    parts: dict[str, pt.TensorVariable]
+    simulate: Callable[[dict[str, np.ndarray], np.random.Generator], np.ndarray]
+    label: str
+    bounds: tuple[float, float] = (-np.inf, np.inf)
+    group_name: str = "unit"
+    cluster: np.ndarray | None = None  # studies or patients, for the spread of their means
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How many draws the checks use and when they flag (config `checks`)."""
+
+    predictive_draws: int = 400
+    ppc_p: float = 0.01  # flag a test statistic with p < ppc_p or p > 1 - ppc_p
+    # flag priors whose simulated data fall outside the possible range more often than
+    # this; the data-scaled weakly informative priors of the trial models put 20-27% of
+    # simulated sessions outside a bounded questionnaire's range on the default trials
+    prior_outside: float = 0.3
+    pit_prob: float = 0.99  # simultaneous band of the LOO-PIT ECDF
+    sensitivity_threshold: float = 0.05  # power-scaling (Kallioinen et al. 2023)
+    pit_max_high_k: float = 0.1  # LOO-PIT is not judged above this share of k > 0.7
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> CheckSettings:
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+
+
+# ---- evaluating a model's parts per draw -------------------------------------------
+
+
+def thin_indices(post: xr.Dataset, n: int, seed: int) -> np.ndarray:
+    """n draws picked at random (without replacement), as flat chain-major indices."""
+    total = post.sizes["chain"] * post.sizes["draw"]
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(n, total),
+                                                      replace=False))
+
+
+def thin(post: xr.Dataset, pick: np.ndarray) -> xr.Dataset:
+    """The picked draws of every variable, as one chain."""
+    stacked = post.stack(sample=("chain", "draw")).isel(sample=pick)
+    out = stacked.drop_vars(["sample", "chain", "draw"]).rename(sample="draw")
+    return out.expand_dims(chain=[0]).transpose("chain", "draw", ...)
+
+
+def part_values(model: pm.Model, parts: dict[str, pt.TensorVariable],
+                draws: xr.Dataset) -> dict[str, np.ndarray]:
+    """The parts evaluated at each draw of the free variables: {name: (draws, ...)}."""
+    names = [f"check_part[{k}]" for k in parts]
+    with model:
+        for name, tensor in zip(names, parts.values(), strict=True):
+            if name not in model.named_vars:
+                pm.Deterministic(name, tensor)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = pm.sample_posterior_predictive(xr.DataTree(children={"posterior": xr.DataTree(
+            draws)}), var_names=names, model=model, progressbar=False,
+            return_inferencedata=True)
+    pp = tree["posterior_predictive"].to_dataset()
+    return {k: pp[n].to_numpy().reshape((-1, *pp[n].shape[2:]))
+            for k, n in zip(parts, names, strict=True)}
+
+
+def prior_part_values(model: pm.Model, parts: dict[str, pt.TensorVariable], n: int,
+                      seed: int) -> dict[str, np.ndarray]:
+    """The parts under draws from the prior: {name: (n, ...)}."""
+    names = [f"check_part[{k}]" for k in parts]
+    with model:
+        for name, tensor in zip(names, parts.values(), strict=True):
+            if name not in model.named_vars:
+                pm.Deterministic(name, tensor)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prior = pm.sample_prior_predictive(draws=n, var_names=names, random_seed=seed)
+    ds = prior["prior"].to_dataset()
+    return {k: ds[nm].to_numpy().reshape((-1, *ds[nm].shape[2:]))
+            for k, nm in zip(parts, names, strict=True)}
+
+
+# ---- test statistics and distributions ---------------------------------------------
+
+
+def statistic(name: str, values: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """A test statistic of each row of `values` (draws, n) or of one data vector."""
+    v = np.atleast_2d(values)
+    if name == "cluster_sd":  # SD of study (or patient) means: spread of study effects
+        n_groups = int(group.max()) + 1
+        counts = np.bincount(group, minlength=n_groups)
+        keep = counts > 0
+        means = np.stack([np.bincount(group, row, n_groups)[keep] / counts[keep]
+                          for row in v])
+        return means.std(axis=1, ddof=1)
+    return {"mean": np.mean, "sd": lambda x, axis: np.std(x, axis=axis, ddof=1),
+            "min": np.min, "max": np.max}[name](v, axis=1)
+
+
+def ppc_table(observed: np.ndarray, replicated: np.ndarray, group: np.ndarray | None,
+              statistics: tuple[str, ...], kind: str) -> pd.DataFrame:
+    """Per statistic: observed value, replicated mean and 95% interval, and the
+    predictive p-value P(T(y_rep) >= T(y))."""
+    rows = []
+    for name in statistics:
+        t_obs = float(statistic(name, observed, group)[0])
+        t_rep = statistic(name, replicated, group)
+        rows.append({"kind": kind, "statistic": name, "observed": t_obs,
+                     "replicated_mean": float(t_rep.mean()),
+                     "replicated_q2.5": float(np.quantile(t_rep, 0.025)),
+                     "replicated_q97.5": float(np.quantile(t_rep, 0.975)),
+                     "p_value": float((t_rep >= t_obs).mean())})
+    return pd.DataFrame(rows)
+
+
+def quantile_curves(observed: np.ndarray, replicated: np.ndarray, kind: str,
+                    n_curves: int = 50) -> pd.DataFrame:
+    """Quantile functions of the data and of n replicated datasets, for the overlay plot
+    (quantiles only: no row of the data is written out)."""
+    rows = [pd.DataFrame({"kind": "observed", "replicate": -1, "level": QUANTILE_LEVELS,
+                          "value": np.quantile(observed, QUANTILE_LEVELS)})]
+    for i, rep in enumerate(replicated[:n_curves]):
+        rows.append(pd.DataFrame({"kind": kind, "replicate": i, "level": QUANTILE_LEVELS,
+                                  "value": np.quantile(rep, QUANTILE_LEVELS)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def outside_share(replicated: np.ndarray, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return float(((replicated < low) | (replicated > high)).mean())
+
+
+# ---- LOO-PIT -------------------------------------------------------------------------
+
+
+def psis_weights(loglik: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised PSIS weights (draws, units) of leaving each unit out, and Pareto k."""
+    da = xr.DataArray(loglik.T[:, None, :], dims=("unit", "chain", "draw"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        log_w, k = da.azstats.psislw(dim=["chain", "draw"])
+    lw = log_w.transpose("unit", ...).to_numpy().reshape(loglik.shape[1], -1).T
+    w = np.exp(lw - lw.max(axis=0))
+    return w / w.sum(axis=0), np.asarray(k)
+
+
+def is_integer_valued(values: np.ndarray) -> bool:
+    """Data recorded as whole numbers (e.g. an HRSD total): replicates are rounded too,
+    and the PIT is randomised within ties (Czado, Gneiting and Held 2009)."""
+    return bool(np.all(values == np.round(values)))
+
+
+def grouped_loo_pit(observed: np.ndarray, replicated: np.ndarray, group: np.ndarray,
+                    weights: np.ndarray, rng: np.random.Generator | None = None
+                    ) -> np.ndarray:
+    """P(y_rep_j <= y_j | data without j's unit), each value weighted by its unit's
+    leave-one-out importance weights (a patient's sessions leave out together). With
+    `rng`, the randomised PIT of discrete data: P(y_rep < y) + U P(y_rep = y)."""
+    w = weights[:, group]
+    below = np.einsum("sn,sn->n", replicated < observed[None, :], w)
+    if rng is None:
+        return below + np.einsum("sn,sn->n", replicated == observed[None, :], w)
+    ties = np.einsum("sn,sn->n", replicated == observed[None, :], w)
+    return below + rng.uniform(size=observed.shape) * ties
+
+
+def ecdf_band(n: int, prob: float, n_sim: int = 1000, seed: int = 0,
+              grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simultaneous `prob` band for the ECDF of n uniform values at the grid points
+    (Säilynoja, Bürkner and Vehtari 2022, simulation method): the pointwise binomial
+    level is lowered until that share of simulated uniform samples stays inside."""
+    from scipy import stats
+
+    grid = np.linspace(0, 1, 101)[1:-1] if grid is None else grid
+    rng = np.random.default_rng(seed)
+    sims = np.sort(rng.uniform(size=(n_sim, n)), axis=1)
+    counts = np.stack([np.searchsorted(s, grid, side="right") for s in sims])
+    # the smallest tail probability of each simulated ECDF under Binomial(n, grid)
+    cdf = stats.binom.cdf(counts, n, grid)
+    sf = stats.binom.sf(counts - 1, n, grid)
+    gamma = np.quantile(2 * np.minimum(cdf, sf).min(axis=1), 1 - prob)
+    lower = stats.binom.ppf(gamma / 2, n, grid) / n
+    upper = stats.binom.ppf(1 - gamma / 2, n, grid) / n
+    return grid, lower, upper
+
+
+def uniformity(values: np.ndarray, prob: float, seed: int = 0) -> dict[str, Any]:
+    """ECDF of values in [0, 1] against the simultaneous band of a uniform sample."""
+    grid, lower, upper = ecdf_band(len(values), prob, seed=seed)
+    ecdf = np.searchsorted(np.sort(values), grid, side="right") / len(values)
+    inside = (ecdf >= lower - 1e-12) & (ecdf <= upper + 1e-12)
+    return {"grid": grid, "ecdf": ecdf, "lower": lower, "upper": upper,
+            "passed": bool(inside.all()),
+            "max_outside": float(np.max(np.maximum(lower - ecdf, ecdf - upper).clip(0)))}
+
+
+# ---- prior sensitivity ---------------------------------------------------------------
+
+
+POPULATION_PRIOR_MAX_SIZE = 12
+
+
+def summed(group: xr.Dataset, max_size: int | None = None) -> xr.Dataset:
+    """One (chain, draw) variable: the sum of every term of a log density group (of
+    the variables with at most max_size values per draw, when given)."""
+    total = 0.0
+    for da in group.data_vars.values():
+        per_draw = da.size // (da.sizes["chain"] * da.sizes["draw"])
+        if max_size is None or per_draw <= max_size:
+            total = total + da.sum([d for d in da.dims if d not in ("chain", "draw")])
+    return xr.Dataset({"total": total.transpose("chain", "draw")})
+
+
+def sensitivity(idata: xr.DataTree, model: pm.Model, quantities: xr.Dataset,
+                threshold: float) -> pd.DataFrame:
+    """Power-scaling sensitivity of each reported scalar quantity (Kallioinen et al.
+    2023): the change in its posterior when the prior or the likelihood is raised to a
+    power near 1. Diagnosis 'prior-data conflict' or 'strong prior / weak likelihood'
+    where the prior sensitivity reaches the threshold.
+
+    Only the population-level priors are scaled: free variables of at most
+    POPULATION_PRIOR_MAX_SIZE values per draw. Per-patient, per-study or per-therapist
+    latent arrays are left out: scaling them changes the hierarchical structure, not
+    the prior information, and would flag every parameter of a multilevel model."""
+    scalars = [n for n, da in quantities.data_vars.items() if da.ndim == 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        log_prior = pm.compute_log_prior(idata, model=model, extend_inferencedata=False,
+                                         progressbar=False)
+        if isinstance(log_prior, xr.DataTree):
+            log_prior = log_prior["log_prior"].to_dataset()
+        tree = xr.DataTree(children={
+            "posterior": xr.DataTree(quantities[scalars]),
+            "log_likelihood": xr.DataTree(summed(idata["log_likelihood"].to_dataset())),
+            "log_prior": xr.DataTree(summed(log_prior, POPULATION_PRIOR_MAX_SIZE))})
+        table = az.psense_summary(tree, threshold=threshold, round_to=6)
+    return table.reset_index().rename(columns={"index": "parameter"})
+
+
+# ---- all checks of one model ---------------------------------------------------------
+
+
+def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[str, np.ndarray],
+                post_parts: dict[str, np.ndarray], loglik: np.ndarray, pick: np.ndarray,
+                settings: CheckSettings, rng: np.random.Generator, seed: int
+                ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """Prior and posterior predictive checks and LOO-PIT of one block of data.
+
+    `loglik` (all draws x units) gives the PSIS weights; `pick` the draws replicated.
+    LOO-PIT is called unreliable, and not judged, where more than `pit_max_high_k` of
+    the units have Pareto k > 0.7 (their leave-one-out weights cannot be trusted)."""
+    p = predictive
+    y, g, c = p.observed, p.group, p.cluster
+    stats_ = PPC_STATISTICS + (("cluster_sd",) if c is not None else ())
+    prior_rep = p.simulate(prior_parts, rng)
+    post_rep = p.simulate(post_parts, rng)
+    discrete = is_integer_valued(y)
+    if discrete:
+        prior_rep, post_rep = np.round(prior_rep), np.round(post_rep)
+    ppc = pd.concat([ppc_table(y, prior_rep, c, stats_, "prior"),
+                     ppc_table(y, post_rep, c, stats_, "posterior")], ignore_index=True)
+    curves = pd.concat([quantile_curves(y, prior_rep, "prior").query("kind == 'prior'"),
+                        quantile_curves(y, post_rep, "posterior")], ignore_index=True)
+    weights, k = psis_weights(loglik)
+    weights = weights[pick]
+    weights /= weights.sum(axis=0)
+    share_high_k = float((k > PARETO_K_RELIABLE).mean())
+    reliable = share_high_k <= settings.pit_max_high_k
+    pit_values = grouped_loo_pit(y, post_rep, g, weights, rng if discrete else None)
+    test = uniformity(pit_values, settings.pit_prob, seed)
+    pit = pd.DataFrame({"grid": test["grid"], "ecdf": test["ecdf"], "lower": test["lower"],
+                        "upper": test["upper"]})
+    post_rows = ppc[ppc["kind"] == "posterior"]
+    outside = outside_share(prior_rep, p.bounds)
+    problems = []
+    if outside > settings.prior_outside:
+        problems.append(f"{observed_name}: prior predictive puts {outside:.0%} of values "
+                        f"outside [{p.bounds[0]:g}, {p.bounds[1]:g}]")
+    for _, row in post_rows.iterrows():
+        if row["p_value"] < settings.ppc_p or row["p_value"] > 1 - settings.ppc_p:
+            problems.append(f"{observed_name}: posterior predictive {row['statistic']} "
+                            f"p = {row['p_value']:.3f}")
+    if not reliable:
+        problems.append(f"{observed_name}: LOO-PIT not judged, Pareto k > 0.7 for "
+                        f"{share_high_k:.0%} of {p.group_name}s (see the K-fold figures)")
+    elif not test["passed"]:
+        problems.append(f"{observed_name}: LOO-PIT leaves its simultaneous "
+                        f"{settings.pit_prob:.0%} band")
+    summary = {
+        "label": p.label, "values": int(len(y)), "units": int(len(np.unique(g))),
+        "unit": p.group_name, "integer_valued": discrete,
+        "prior_predictive": {"bounds": [float(b) for b in p.bounds], "share_outside": outside,
+                             "q1": float(np.quantile(prior_rep, 0.01)),
+                             "q99": float(np.quantile(prior_rep, 0.99))},
+        "posterior_predictive": {r["statistic"]: r["p_value"] for _, r in post_rows.iterrows()},
+        "loo_pit": {"passed": test["passed"] if reliable else None,
+                    "reliable": reliable, "max_outside": test["max_outside"],
+                    "band": settings.pit_prob, "max_pareto_k": float(np.max(k)),
+                    "share_pareto_k_above_0.7": share_high_k},
+        "warnings": problems,
+    }
+    tables = {"ppc": ppc, "ppc_curves": curves, "loo_pit": pit}
+    return summary, {name: t.assign(data=observed_name) for name, t in tables.items()}
+
+
+def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.DataTree,
+               loglik: np.ndarray, quantities: xr.Dataset, settings: CheckSettings,
+               seed: int, model_name: str) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """Every check of one model: for each block of its data (`predictives`, e.g. the
+    outcome and the alliance) the prior and posterior predictive checks and LOO-PIT,
+    then the prior sensitivity of the reported quantities (`quantities`: their draws).
+
+    `loglik` is the pointwise log-likelihood (draws, units), units as in each block's
+    `group`. Returns the summary for checks.json and tidy tables.
+    """
+    rng = np.random.default_rng(seed)
+    n = settings.predictive_draws
+    post = idata["posterior"].to_dataset()
+    pick = thin_indices(post, n, seed)
+    parts = {f"{b}:{k}": t for b, p in predictives.items() for k, t in p.parts.items()}
+    prior_values = prior_part_values(model, parts, n, seed)
+    post_values = part_values(model, parts, thin(post, pick))
+    blocks, tables = {}, []
+    for b, p in predictives.items():
+        mine = {k: f"{b}:{k}" for k in p.parts}
+        blocks[b], t = check_block(
+            b, p, {k: prior_values[v] for k, v in mine.items()},
+            {k: post_values[v] for k, v in mine.items()}, loglik, pick, settings, rng, seed)
+        tables.append(t)
+    sens = sensitivity(idata, model, quantities, settings.sensitivity_threshold)
+    flagged = sens.loc[sens["diagnosis"] != "✓", "parameter"].tolist()
+    problems = [w for block in blocks.values() for w in block["warnings"]]
+    if flagged:
+        problems.append("prior sensitivity: " + ", ".join(flagged))
+    summary = {"model": model_name, "predictive_draws": int(len(pick)), "data": blocks,
+               "sensitivity_flagged": flagged, "warnings": problems, "passed": not problems}
+    out = {name: pd.concat([t[name] for t in tables], ignore_index=True)
+           for name in ("ppc", "ppc_curves", "loo_pit")}
+    out["sensitivity"] = sens
+    return summary, {name: table.assign(model=model_name) for name, table in out.items()}
+
+
+CHECK_TABLES = ("ppc", "ppc_curves", "loo_pit", "sensitivity")
+
+
+def write_check_outputs(checks: list[tuple[dict[str, Any], dict[str, pd.DataFrame]]],
+                        out_dir, about: dict[str, Any]) -> None:
+    """checks.json (one entry per model) and the tidy tables ppc.csv, ppc_curves.csv,
+    loo_pit.csv and sensitivity.csv (model column first)."""
+    out_dir = Path(out_dir)
+    for name in CHECK_TABLES:
+        table = pd.concat([tables[name] for _, tables in checks], ignore_index=True)
+        first = [c for c in ("model", "data") if c in table.columns]
+        write_csv(table[[*first, *[c for c in table.columns if c not in first]]],
+                  out_dir / f"{name}.csv")
+    models = {s["model"]: s for s, _ in checks}
+    write_json({**about, "passed": all(s["passed"] for s in models.values()),
+                "models": models}, out_dir / "checks.json")
+
+
+def compare_models(logliks: dict[str, np.ndarray], unit: str) -> pd.DataFrame:
+    """PSIS-LOO comparison of models of the same data, each log-likelihood given as
+    (chains, draws, units) over the same units: elpd, its SE, the difference from the
+    best model and its SE, p_loo, the largest Pareto k and stacking weights."""
+    trees = {name: xr.DataTree(children={
+        "posterior": xr.DataTree(xr.Dataset({"_": (("chain", "draw"), ll[..., 0] * 0)})),
+        "log_likelihood": xr.DataTree(xr.Dataset({"loglik": (("chain", "draw", unit), ll)}))})
+        for name, ll in logliks.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.compare(trees, method="stacking", round_to="none")
+        kmax = {name: float(np.max(az.loo(t, pointwise=True).pareto_k))
+                for name, t in trees.items()}
+    table = table.reset_index().rename(columns={"index": "model", "elpd": "elpd_loo"})
+    table["max_pareto_k"] = table["model"].map(kmax)
+    table["unit"] = unit
+    keep = ["model", "rank", "elpd_loo", "se", "elpd_diff", "dse", "p", "weight",
+            "max_pareto_k", "unit"]
+    return table[[c for c in keep if c in table.columns]].rename(columns={"p": "p_loo"})
