@@ -244,7 +244,7 @@ def test_model_checks_for_every_fit_and_in_every_report(project):
 
 def test_simulation_based_calibration_target(built_copy):
     work = built_copy
-    run = snakemake(work, "--configfile", "config/test.yaml", "sbc")
+    run = snakemake(work, "sbc", "--configfile", "config/test.yaml")  # target first
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for family, jobs in (("meta_random_effects", 2), ("within_mediation", 2)):
         assert len(list((work / "data" / "sbc" / family).glob("batch_*.csv"))) == jobs

@@ -94,38 +94,51 @@ def thin(post: xr.Dataset, pick: np.ndarray) -> xr.Dataset:
     return out.expand_dims(chain=[0]).transpose("chain", "draw", ...)
 
 
+def registered(model: pm.Model, parts: dict[str, pt.TensorVariable]) -> list[str]:
+    """Names of the Deterministics that hold `parts` in `model`, added on first use
+    (after sampling, so the sampled model is unchanged)."""
+    registry = getattr(model, "check_part_names", {})
+    model.check_part_names = registry
+    names = []
+    for key, tensor in parts.items():
+        if id(tensor) not in registry:
+            name, i = f"check_part[{key}]", 0
+            while name in model.named_vars:
+                i += 1
+                name = f"check_part[{key}]{i}"
+            with model:
+                pm.Deterministic(name, tensor)
+            registry[id(tensor)] = name
+        names.append(registry[id(tensor)])
+    return names
+
+
+def as_arrays(ds: xr.Dataset, parts: dict[str, pt.TensorVariable],
+              names: list[str]) -> dict[str, np.ndarray]:
+    return {k: ds[n].to_numpy().reshape((-1, *ds[n].shape[2:]))
+            for k, n in zip(parts, names, strict=True)}
+
+
 def part_values(model: pm.Model, parts: dict[str, pt.TensorVariable],
                 draws: xr.Dataset) -> dict[str, np.ndarray]:
     """The parts evaluated at each draw of the free variables: {name: (draws, ...)}."""
-    names = [f"check_part[{k}]" for k in parts]
-    with model:
-        for name, tensor in zip(names, parts.values(), strict=True):
-            if name not in model.named_vars:
-                pm.Deterministic(name, tensor)
+    names = registered(model, parts)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tree = pm.sample_posterior_predictive(xr.DataTree(children={"posterior": xr.DataTree(
             draws)}), var_names=names, model=model, progressbar=False,
             return_inferencedata=True)
-    pp = tree["posterior_predictive"].to_dataset()
-    return {k: pp[n].to_numpy().reshape((-1, *pp[n].shape[2:]))
-            for k, n in zip(parts, names, strict=True)}
+    return as_arrays(tree["posterior_predictive"].to_dataset(), parts, names)
 
 
 def prior_part_values(model: pm.Model, parts: dict[str, pt.TensorVariable], n: int,
                       seed: int) -> dict[str, np.ndarray]:
     """The parts under draws from the prior: {name: (n, ...)}."""
-    names = [f"check_part[{k}]" for k in parts]
-    with model:
-        for name, tensor in zip(names, parts.values(), strict=True):
-            if name not in model.named_vars:
-                pm.Deterministic(name, tensor)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            prior = pm.sample_prior_predictive(draws=n, var_names=names, random_seed=seed)
-    ds = prior["prior"].to_dataset()
-    return {k: ds[nm].to_numpy().reshape((-1, *ds[nm].shape[2:]))
-            for k, nm in zip(parts, names, strict=True)}
+    names = registered(model, parts)
+    with model, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = pm.sample_prior_predictive(draws=n, var_names=names, random_seed=seed)
+    return as_arrays(prior["prior"].to_dataset(), parts, names)
 
 
 # ---- test statistics and distributions ---------------------------------------------

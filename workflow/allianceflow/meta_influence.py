@@ -30,7 +30,7 @@ from arviz_stats.base import array_stats
 
 from .fitting import Refitter, SamplerSettings, summarise
 from .io import write_csv
-from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik
+from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik_function
 
 SUBSET_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5", "r_hat",
                   "ess_bulk", "ess_tail", "divergences", "n_studies", "n_effects", "method",
@@ -136,12 +136,13 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
     studies = study_order(effects)
     refitter = Refitter(build_weighted_model(spec, effects, priors), settings)
 
+    study_loglik = study_loglik_function(spec, effects)
     full, posterior = refit_rows(refitter, np.ones(len(studies)), studies, spec.name,
                                  correlation)
     loso = [full.assign(left_out="(none)")]
     log_lik = None
     if len(studies) > exact_max:
-        log_lik = study_loglik(spec, effects, posterior)
+        log_lik = study_loglik(posterior)
         draws = reported_draws(posterior, correlation)
     for i, (study, w) in enumerate(leave_one_out_weights(studies)):
         if log_lik is not None:
@@ -151,7 +152,7 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
                                         pareto_k=khat, left_out=study))
                 continue
         rows, refit = refit_rows(refitter, w, studies, spec.name, correlation)
-        left_out_ll = study_loglik(spec, effects, refit)[:, i]
+        left_out_ll = study_loglik(refit)[:, i]
         rows = pd.concat([rows, elpd_row(spec.name, log_mean_exp(left_out_ll))
                           .assign(**subset_counts(w, studies), method="exact")],
                          ignore_index=True)

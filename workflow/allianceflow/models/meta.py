@@ -243,10 +243,10 @@ def build_weighted_model(spec: ModelSpec, effects: pd.DataFrame,
     return model
 
 
-def study_loglik(spec: ModelSpec, effects: pd.DataFrame, posterior: xr.Dataset) -> np.ndarray:
-    """Log-likelihood of each study's effects under each posterior draw of the
-    unmoderated model of `spec`: array (draws, studies), studies in `factorize` order.
-    The same block density as the model (compiled once, evaluated per draw)."""
+def study_loglik_function(spec: ModelSpec, effects: pd.DataFrame):
+    """A function from posterior draws of the unmoderated model of `spec` to each
+    study's log-likelihood, array (draws, studies), studies in `factorize` order. The
+    same block density as the model, compiled once (refits call it again and again)."""
     study_idx, _ = pd.factorize(effects["study"], sort=False)
     mu, ts, te = pt.dscalar("mu"), pt.dscalar("tau_study"), pt.dscalar("tau_es")
     y = pt.as_tensor(effects["yi"].to_numpy(float))
@@ -255,15 +255,23 @@ def study_loglik(spec: ModelSpec, effects: pd.DataFrame, posterior: xr.Dataset) 
     idx = pt.as_tensor(study_idx)
     if spec.three_level:
         fn = pytensor.function([mu, ts, te], study_block_logp(y, v, idx, k, mu, ts, te))
-        draws = zip(*(posterior[n].to_numpy().ravel() for n in ("mu", "tau_study", "tau_es")),
-                    strict=True)
-    else:
+    else:  # two-level: no study level, the effect-level SD is tau_study
         fn = pytensor.function([mu, ts, te], study_block_logp(y, v, idx, k, mu, te, ts),
                                on_unused_input="ignore")
-        draws = ((m, t, 0.0) for m, t in zip(posterior["mu"].to_numpy().ravel(),
-                                              posterior["tau_study"].to_numpy().ravel(),
-                                              strict=True))
-    return np.array([fn(*d) for d in draws])
+
+    def loglik(posterior: xr.Dataset) -> np.ndarray:
+        mus = posterior["mu"].to_numpy().ravel()
+        tau_s = posterior["tau_study"].to_numpy().ravel()
+        tau_e = (posterior["tau_es"].to_numpy().ravel() if spec.three_level
+                 else np.zeros_like(mus))
+        return np.array([fn(*d) for d in zip(mus, tau_s, tau_e, strict=True)])
+
+    return loglik
+
+
+def study_loglik(spec: ModelSpec, effects: pd.DataFrame, posterior: xr.Dataset) -> np.ndarray:
+    """Each study's log-likelihood under each posterior draw (see study_loglik_function)."""
+    return study_loglik_function(spec, effects)(posterior)
 
 
 def scalar_draws(posterior: xr.Dataset) -> xr.Dataset:
