@@ -45,7 +45,9 @@ class Predictive:
     per-draw values (arrays with a leading draw axis) into replicated data (draws, n);
     `label`: what the values are; `bounds`: the values the data can take (e.g. a
     scale's range), for the prior predictive check; `group_name`: what a unit is;
-    `cluster`: each value's study or patient, for the test statistic `cluster_sd`.
+    `cluster`: each value's study or patient, for the test statistic `cluster_sd`;
+    `loglik`: where the block's units have their own log-likelihood in the posterior
+    (e.g. the alliance of a growth model), its name; else the model's is used.
     """
 
     observed: np.ndarray
@@ -56,6 +58,7 @@ class Predictive:
     bounds: tuple[float, float] = (-np.inf, np.inf)
     group_name: str = "unit"
     cluster: np.ndarray | None = None  # studies or patients, for the spread of their means
+    loglik: str | None = None  # posterior variable of this block's own per-unit log-lik
 
 
 @dataclass(frozen=True)
@@ -384,9 +387,11 @@ def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.Da
     blocks, tables = {}, []
     for b, p in predictives.items():
         mine = {k: f"{b}:{k}" for k in p.parts}
+        own = loglik if p.loglik is None else post[p.loglik].to_numpy().reshape(
+            post.sizes["chain"] * post.sizes["draw"], -1)
         blocks[b], t = check_block(
             b, p, {k: prior_values[v] for k, v in mine.items()},
-            {k: post_values[v] for k, v in mine.items()}, loglik, pick, settings, rng, seed)
+            {k: post_values[v] for k, v in mine.items()}, own, pick, settings, rng, seed)
         tables.append(t)
     sens = sensitivity(idata, model, quantities, settings.sensitivity_threshold)
     flagged = sens.loc[sens["diagnosis"] != "✓", "parameter"].tolist()

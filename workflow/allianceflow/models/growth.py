@@ -180,11 +180,13 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: GrowthSpec) ->
 
 def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float):
     """Latent patient mean L and trend T of the alliance. Returns (L, T, each row's
-    expected alliance, sd_alliance_within); with the observed decomposition, the OLS
-    levels and trends and no sd_alliance_within (the alliance is then not modelled)."""
+    expected alliance, sd_alliance_within, (fixed L, fixed T, SDs and correlation of the
+    patients' deviations from them)); with the observed decomposition, the OLS levels and
+    trends and None twice (the alliance is then not modelled)."""
     if data.observed_parts is not None:
         level, trend = data.observed_parts
-        return level, trend, level[data.patient] + trend[data.patient] * (data.f - 0.5), None
+        return (level, trend, level[data.patient] + trend[data.patient] * (data.f - 0.5),
+                None, None)
     a_obs = data.alliance[~np.isnan(data.alliance)]
     level = pm.Normal("alliance_intercept", a_obs.mean(), 2 * s_a) * np.ones(data.n_patients)
     trend = pm.Normal("alliance_time", 0.0, s_a) * np.ones(data.n_patients)
@@ -198,9 +200,9 @@ def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float):
     sds = pair_prior(("sd_alliance_level", "sd_alliance_trend", "corr_alliance_level_trend"),
                      (s_a, s_a), spec.lkj_eta)
     lt = centred_pairs("alliance_patient", pt.stack([level, trend], axis=1), *sds)
-    level, trend = lt[:, 0], lt[:, 1]
-    row_mean = level[data.patient] + trend[data.patient] * (data.f - 0.5)
-    return level, trend, row_mean, pm.HalfNormal("sd_alliance_within", s_a)
+    row_mean = lt[data.patient, 0] + lt[data.patient, 1] * (data.f - 0.5)
+    return (lt[:, 0], lt[:, 1], row_mean, pm.HalfNormal("sd_alliance_within", s_a),
+            (level, trend, *sds))
 
 
 def outcome_rows(data: GrowthData) -> np.ndarray:
@@ -230,7 +232,7 @@ def predictive(data: GrowthData, spec: GrowthSpec, model: pm.Model,
             observed=data.alliance[has_a], group=data.patient[has_a],
             cluster=data.patient[has_a], parts=parts["alliance"], simulate=simulate_normal,
             label=spec.alliance, bounds=tuple(ranges.get(spec.alliance, (-np.inf, np.inf))),
-            group_name="patient")
+            group_name="patient", loglik="loglik_alliance_patient")
     return blocks
 
 
@@ -248,22 +250,26 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
     x_arm = x[:, names.index("arm")] if "arm" in names else None
     has_a = ~np.isnan(data.alliance)
     with pm.Model() as model:
-        level, trend, a_mean, sd_w = alliance_part(data, spec, x_arm, s_a)
+        level, trend, a_mean, sd_w, fixed = alliance_part(data, spec, x_arm, s_a)
         # the measured values as data (the priors are scaled by the dataset itself), so
         # that simulation-based calibration can refit the compiled model
         alliance_seen = pm.Data("alliance_seen", data.alliance[has_a])
         alliance = pt.zeros(len(data.alliance))[np.flatnonzero(has_a)].set(alliance_seen)
         if sd_w is None:  # observed decomposition: the observed deviation is the within part
-            e2, lam, sd_w, ll_alliance = 0.0, 1.0, 0.0, 0.0
+            e2, lam, sd_w = 0.0, 1.0, 0.0
         else:
             e2 = spec.error_sd**2
             var_a = sd_w**2 + e2
             lam = pm.Deterministic("reliability_within", sd_w**2 / var_a)
-            alliance_obs = pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a),
-                                     observed=alliance_seen)
-            # each patient's alliance scores, for the joint per-patient log-likelihood
-            ll_alliance = pt.zeros(data.n_patients)[data.patient[has_a]].inc(
-                pm.logp(alliance_obs, alliance_seen))
+            pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a), observed=alliance_seen)
+            # each patient's alliance scores with their latent level and trend integrated
+            # out: the per-patient log-likelihood that LOO-PIT of the alliance weighs by
+            # (given the latent values, a patient's own scores would dominate their weights)
+            pa, fa = data.patient[has_a], data.f[has_a] - 0.5
+            fixed_level, fixed_trend, sd_l, sd_t, rho_lt = fixed
+            pm.Deterministic("loglik_alliance_patient", intercept_slope_loglik(
+                alliance_seen - fixed_level[pa] - fixed_trend[pa] * fa, fa,
+                var_a * pt.ones(int(has_a.sum())), pa, data.n_patients, sd_l, sd_t, rho_lt))
 
         beta = fixed_effects(names, s_y)
         beta_t = fixed_effects(names, s_y, suffix=":time")
@@ -302,7 +308,7 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
         ll = intercept_slope_loglik(resid, f[has_y], var_y, pj[has_y], data.n_patients,
                                     sd0, sd1, rho)
         pm.Potential("outcome_loglik", ll.sum())
-        pm.Deterministic("loglik_patient", ll + ll_alliance)
+        pm.Deterministic("loglik_patient", ll)
         model.predictive_parts = {"outcome": {
             "mean": mu_y[has_y] + b_w_rows * shift, "var": var_y * pt.ones(int(has_y.sum())),
             "sd_level": sd0, "sd_slope": sd1, "rho": rho}}
