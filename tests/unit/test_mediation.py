@@ -160,3 +160,63 @@ def test_index_status_and_headline_per_trial(tmp_path):
     statuses, lines = trial_fit_lines(tmp_path, info)
     assert statuses == ["warned"]
     assert lines == ["w: me = -0.050 [-0.070, -0.030]"]
+
+
+def test_sequential_patient_loglik_integrates_the_latent_changes_exactly():
+    """The per-patient marginal used for LOO against a dense multivariate normal built
+    from the path model: changes (I - D)^-1 (c + r), sessions level + f change + noise."""
+    import xarray as xr
+    from allianceflow.models import sequential_mediation as seq
+    from scipy import stats
+
+    rng = np.random.default_rng(8)
+    spec = seq.SequentialSpec(x="arm", mediators=("m1", "m2"), y="y", start=0, end=4,
+                              covariates=("age",))
+    n_p = 3
+    measures = {}
+    for k in ("m1", "m2", "y"):
+        patient = np.array([0, 0, 0, 1, 2, 2] if k != "m2" else [0, 1, 1, 1])
+        measures[k] = seq.MeasureRows(patient=patient,
+                                      f=rng.uniform(0, 1, patient.size),
+                                      value=rng.normal(0, 1, patient.size))
+    data = seq.SequentialData(x=np.array([0.0, 1.0, 1.0]), w=rng.normal(size=(n_p, 1)),
+                              w_names=["age"], measures=measures, n_patients=n_p, n_excluded=0)
+    p = {"alpha[m1]": 0.2, "a[m1]": 0.5, "alpha[m2]": -0.1, "a[m2]": 0.3, "d[m1->m2]": 0.7,
+         "alpha[y]": 0.4, "c_prime": -0.2, "b[m1]": 0.6, "b[m2]": -0.5}
+    sd_change = {"m1": 0.8, "m2": 0.5, "y": 0.6}
+    level = {"m1": 0.3, "m2": -0.2, "y": 1.0}
+    sigma = {"m1": 0.4, "m2": 0.7, "y": 0.5}
+    sd_level = {"m1": 0.9, "m2": 0.2, "y": 0.6}
+    g = {"m1": np.array([0.1]), "m2": np.array([-0.3]), "y": np.array([0.2])}
+    post = {k: ((), v) for k, v in p.items()}
+    for k in ("m1", "m2", "y"):
+        post |= {f"sd_change[{k}]": ((), sd_change[k]), f"mu_level[{k}]": ((), level[k]),
+                 f"sigma[{k}]": ((), sigma[k]), f"sd_level[{k}]": ((), sd_level[k]),
+                 f"g[{k}]": (("g_dim",), g[k])}
+    ds = xr.Dataset({k: (("chain", "draw", *dims), np.reshape(v, (1, 1, *np.shape(v))))
+                     for k, (dims, v) in post.items()})
+    got = seq.patient_loglik(ds, data, spec).to_numpy()[0, 0]
+
+    d = np.array([[0, 0, 0], [p["d[m1->m2]"], 0, 0], [p["b[m1]"], p["b[m2]"], 0]])
+    inv = np.linalg.inv(np.eye(3) - d)
+    s_cov = inv @ np.diag([sd_change[k] ** 2 for k in ("m1", "m2", "y")]) @ inv.T
+    for i in range(n_p):
+        c = np.array([p["alpha[m1]"] + p["a[m1]"] * data.x[i],
+                      p["alpha[m2]"] + p["a[m2]"] * data.x[i],
+                      p["alpha[y]"] + p["c_prime"] * data.x[i]])
+        c += np.array([g[k][0] for k in ("m1", "m2", "y")]) * data.w[i, 0]
+        m = inv @ c
+        rows = [(ki, k, j) for ki, k in enumerate(("m1", "m2", "y"))
+                for j in np.flatnonzero(measures[k].patient == i)]
+        f = np.zeros((len(rows), 3))
+        mean, cov, values = [], np.zeros((len(rows), len(rows))), []
+        for r, (ki, k, j) in enumerate(rows):
+            f[r, ki] = measures[k].f[j]
+            mean.append(level[k] + measures[k].f[j] * m[ki])
+            values.append(measures[k].value[j])
+            for r2, (ki2, _, _) in enumerate(rows):
+                if ki2 == ki:
+                    cov[r, r2] += sd_level[k] ** 2 + (sigma[k] ** 2 if r == r2 else 0)
+        cov += f @ s_cov @ f.T
+        expected = stats.multivariate_normal(mean, cov).logpdf(values)
+        assert got[i] == pytest.approx(expected, rel=1e-9)

@@ -44,7 +44,8 @@ def fit_sequential(analysis, info, sessions, patients, settings):
     model = seq.build_model(data, spec)
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
-    loglik = seq.patient_loglik(post, spec).rename("patient").rename(patient="patient_id")
+    loglik = seq.patient_loglik(post, data, spec).rename("patient").rename(
+        patient="patient_id")
     idata["log_likelihood"] = xr.DataTree(loglik.to_dataset())
     post = post.drop_vars([v for v in post.data_vars if v.startswith(("loglik", "change["))])
     draws = xr.merge([post, seq.derived_quantities(post, spec)])

@@ -51,12 +51,19 @@ def checks_table(summary: dict[str, Any]) -> pd.DataFrame:
                 "prior predictive outside range": f"{b['prior_predictive']['share_outside']:.1%}",
                 "smallest PPC p": f"{min(p.values()):.3f}",
                 "largest PPC p": f"{max(p.values()):.3f}",
-                "LOO-PIT": ("not judged (Pareto k)" if not b["loo_pit"].get("reliable", True)
-                            else "inside band" if b["loo_pit"]["passed"] else "OUTSIDE band"),
+                "LOO-PIT": loo_pit_status(b["loo_pit"]),
                 "max Pareto k": f"{b['loo_pit']['max_pareto_k']:.2f}",
                 "prior-sensitive": ", ".join(s["sensitivity_flagged"]) or "none",
             })
     return pd.DataFrame(rows)
+
+
+def loo_pit_status(pit: dict[str, Any]) -> str:
+    if pit.get("replicates_conditional_on_units"):
+        return "shown, not judged (replicates keep each unit's latent effects)"
+    if not pit.get("reliable", True):
+        return "not judged (Pareto k)"
+    return "inside band" if pit["passed"] else "OUTSIDE band"
 
 
 def blocks(curves: pd.DataFrame) -> list[tuple[str, str]]:

@@ -39,6 +39,7 @@ from .models import early_alliance as early
 from .models import growth, riclpm
 from .models import sequential_mediation as seq
 from .models import within_mediation as within
+from .models.gaussian import simulate_normal
 from .models.meta import MetaPriors, build_model
 from .models.meta import predictive as meta_predictive
 
@@ -222,8 +223,8 @@ def growth_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Dat
     model = growth.build_model(data, spec)
     blocks = growth.predictive(data, spec, model, {})
     return SbcCase(analysis["type"], model, [
-        Step(blocks["alliance"].parts,
-             lambda v, rng: {"alliance_seen": one(blocks["alliance"].simulate(v, rng))}),
+        Step(model.predictive_parts["alliance_given_latent"],
+             lambda v, rng: {"alliance_seen": one(simulate_normal(v, rng))}),
         Step(blocks["outcome"].parts,
              lambda v, rng: {"outcome": one(blocks["outcome"].simulate(v, rng))},
              after_data=True)])

@@ -68,7 +68,6 @@ from .gaussian import (
     intercept_slope_loglik,
     intercept_slope_posterior,
     simulate_intercept_slope,
-    simulate_normal,
 )
 from .multilevel import (
     PatientDesign,
@@ -228,9 +227,10 @@ def predictive(data: GrowthData, spec: GrowthSpec, model: pm.Model,
         label=spec.outcome, bounds=tuple(ranges.get(spec.outcome, (-np.inf, np.inf))),
         group_name="patient")}
     if "alliance" in parts:
+        pa, fa = data.patient[has_a], data.f[has_a] - 0.5
         blocks["alliance"] = Predictive(
-            observed=data.alliance[has_a], group=data.patient[has_a],
-            cluster=data.patient[has_a], parts=parts["alliance"], simulate=simulate_normal,
+            observed=data.alliance[has_a], group=pa, cluster=pa, parts=parts["alliance"],
+            simulate=lambda v, rng: simulate_intercept_slope(v, fa, pa, data.n_patients, rng),
             label=spec.alliance, bounds=tuple(ranges.get(spec.alliance, (-np.inf, np.inf))),
             group_name="patient", loglik="loglik_alliance_patient")
     return blocks
@@ -267,9 +267,14 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             # (given the latent values, a patient's own scores would dominate their weights)
             pa, fa = data.patient[has_a], data.f[has_a] - 0.5
             fixed_level, fixed_trend, sd_l, sd_t, rho_lt = fixed
+            fixed_rows = fixed_level[pa] + fixed_trend[pa] * fa
             pm.Deterministic("loglik_alliance_patient", intercept_slope_loglik(
-                alliance_seen - fixed_level[pa] - fixed_trend[pa] * fa, fa,
-                var_a * pt.ones(int(has_a.sum())), pa, data.n_patients, sd_l, sd_t, rho_lt))
+                alliance_seen - fixed_rows, fa, var_a * pt.ones(int(has_a.sum())), pa,
+                data.n_patients, sd_l, sd_t, rho_lt))
+            # replicated alliance: each patient's level and trend drawn again (mixed
+            # replicates, so that a replicate does not know the patient's own scores)
+            alliance_parts = {"mean": fixed_rows, "var": var_a, "sd_level": sd_l,
+                              "sd_slope": sd_t, "rho": rho_lt}
 
         beta = fixed_effects(names, s_y)
         beta_t = fixed_effects(names, s_y, suffix=":time")
@@ -313,7 +318,10 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             "mean": mu_y[has_y] + b_w_rows * shift, "var": var_y * pt.ones(int(has_y.sum())),
             "sd_level": sd0, "sd_slope": sd1, "rho": rho}}
         if data.observed_parts is None:
-            model.predictive_parts["alliance"] = {"mean": a_mean[has_a], "sd": pt.sqrt(var_a)}
+            model.predictive_parts["alliance"] = alliance_parts
+            # given the latent levels and trends: how SBC simulates data from one draw
+            model.predictive_parts["alliance_given_latent"] = {
+                "mean": a_mean[has_a], "sd": pt.sqrt(var_a)}
         if shown is not None and len(shown):
             pm.Deterministic("shown_fixed", pt.stack([patient_level[shown],
                                                       patient_slope[shown]], axis=1))

@@ -204,7 +204,8 @@ def predictive(data: WithinData, spec: WithinSpec, model: pm.Model,
         simulate=lambda v, rng, person=person: simulate_compound_symmetric(
             v, person, data.n_persons, rng),
         label=measure, bounds=tuple(ranges.get(measure, (-np.inf, np.inf))),
-        group_name="person") for key, (values, person, measure) in rows.items()}
+        group_name="person", conditional_on_units=True)  # keeps each person's own paths
+        for key, (values, person, measure) in rows.items()}
 
 
 def derived_quantities(post: xr.Dataset, spec: WithinSpec) -> xr.Dataset:
