@@ -104,6 +104,7 @@ def statistics_plot(ppc: pd.DataFrame, model: str, block: str):
         ax.plot(0, r["replicated_mean"], "o", color="#2171b5")
         ax.plot(0, r["observed"], "D", color="black")
         ax.set_xticks([])
+        ax.margins(y=0.15)
         ax.set_title(f"{STAT_LABELS.get(r['statistic'], r['statistic'])}\np = {r['p_value']:.2f}",
                      fontsize=8)
     fig.suptitle(f"{model}: {block} — test statistics (◆ observed, bar 95% of replicates)",
@@ -112,7 +113,7 @@ def statistics_plot(ppc: pd.DataFrame, model: str, block: str):
     return fig
 
 
-def loo_pit_plot(pit: pd.DataFrame, model: str, block: str, band: float):
+def loo_pit_plot(pit: pd.DataFrame, model: str, block: str, band: float, status: str = ""):
     """LOO-PIT ECDF minus the uniform ECDF, with its simultaneous band."""
     rows = pit[(pit["model"] == model) & (pit["data"] == block)]
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
@@ -123,8 +124,10 @@ def loo_pit_plot(pit: pd.DataFrame, model: str, block: str, band: float):
     ax.axhline(0, color="#777", lw=0.6)
     ax.set_xlabel("PIT value")
     ax.set_ylabel("ECDF − uniform")
-    ax.set_title(f"{model}: {block} — LOO-PIT", fontsize=10)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(f"{model}: {block} — LOO-PIT" + (f"\n{status}" if status else ""),
+                 fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.28),
+              ncol=2)
     fig.tight_layout()
     return fig
 
@@ -175,8 +178,8 @@ def show_checks(fit_dir: str | Path, plot_models: list[str] | None = None) -> No
         plt.show()
         statistics_plot(checks["ppc"], model, block)
         plt.show()
-        loo_pit_plot(checks["loo_pit"], model, block,
-                     summary["models"][model]["data"][block]["loo_pit"]["band"])
+        pit = summary["models"][model]["data"][block]["loo_pit"]
+        loo_pit_plot(checks["loo_pit"], model, block, pit["band"], loo_pit_status(pit))
         plt.show()
     display(Markdown("**Prior sensitivity** (power-scaling of the population-level priors "
                      "and of the likelihood; flagged where the prior sensitivity reaches "
