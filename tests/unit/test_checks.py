@@ -141,3 +141,23 @@ def test_two_level_model_checks_flag_a_missing_study_level(tau_study, flagged):
     assert summary["data"]["effects"]["prior_predictive"]["share_outside"] < 0.05
     assert set(tables) == {"ppc", "ppc_curves", "loo_pit", "sensitivity"}
     assert set(tables["sensitivity"]["parameter"]) == {"mu", "tau_study"}
+
+
+def test_loo_pit_of_replicates_that_keep_each_units_latent_effects_is_not_judged():
+    from allianceflow.checks import Predictive, check_block
+
+    rng = np.random.default_rng(10)
+    observed = rng.normal(size=40)
+    replicated = rng.normal(size=(200, 40)) * 0.2  # far too narrow: PIT piles up at 0 and 1
+    block = Predictive(observed=observed, group=np.arange(40), parts={},
+                       simulate=lambda v, rng: v["rep"], label="y", conditional_on_units=True)
+    loglik = rng.normal(-1, 0.01, size=(400, 40))
+    summary, _ = check_block("y", block, {"rep": replicated}, {"rep": replicated}, loglik,
+                             np.arange(200), CheckSettings(), rng, 0)
+    assert summary["loo_pit"]["passed"] is None and not summary["loo_pit"]["reliable"]
+    assert not any("LOO-PIT" in w for w in summary["warnings"])
+    block.conditional_on_units = False
+    summary, _ = check_block("y", block, {"rep": replicated}, {"rep": replicated}, loglik,
+                             np.arange(200), CheckSettings(), rng, 0)
+    assert summary["loo_pit"]["passed"] is False
+    assert any("LOO-PIT leaves" in w for w in summary["warnings"])

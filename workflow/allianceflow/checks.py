@@ -351,7 +351,7 @@ def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[st
     if share_high_k > settings.pit_max_high_k:
         problems.append(f"{observed_name}: LOO-PIT not judged, Pareto k > 0.7 for "
                         f"{share_high_k:.0%} of {p.group_name}s")
-    elif not test["passed"]:
+    elif reliable and not test["passed"]:
         problems.append(f"{observed_name}: LOO-PIT leaves its simultaneous "
                         f"{settings.pit_prob:.0%} band")
     summary = {
