@@ -72,7 +72,7 @@ class CheckSettings:
     predictive_draws: int = 400
     ppc_p: float = 0.01  # flag a test statistic with p < ppc_p or p > 1 - ppc_p
     # flag priors whose simulated data fall outside the possible range more often than
-    # this; the data-scaled weakly informative priors of the trial models put 20-27% of
+    # this; the data-scaled weakly informative priors of the trial models put 13-28% of
     # simulated sessions outside a bounded questionnaire's range on the default trials
     prior_outside: float = 0.3
     pit_prob: float = 0.99  # simultaneous band of the LOO-PIT ECDF
