@@ -96,6 +96,7 @@ def test_reports_and_index(project):
     for section in ("Publication bias", "leave one study out", "Cumulative meta-analysis",
                     "Heterogeneity", "Moderators"):
         assert section in html, f"section '{section}' missing from the review report"
+    assert "Priors as sampled (<code>priors.csv</code>" in html
     assert "SYNTHETIC DATA" in (work / "reports/meta/synthetic_small_review.html").read_text()
     assert (work / "reports/meta/konstantopoulos2011.ipynb").exists()
     # Reports never print patient-level rows: no patient identifier appears.
@@ -155,6 +156,14 @@ def test_trial_analysis_outputs_and_report(project, trial, analysis, names):
     assert f"{analysis} ({analysis.replace('_', ' ')})" in html and "Not built yet" not in html
     index = (work / "reports" / "index.html").read_text()
     assert html_lib.escape(f"{analysis}: {headline} = {row['mean']:.3f}") in index
+    # the priors as sampled, rank plots and the provenance block of this analysis
+    priors = pd.read_csv(fits / "priors.csv")
+    assert len(priors) >= 3 and set(priors["model"]) == {analysis}
+    assert html_lib.escape(priors["prior"].iloc[0]) in html
+    assert "<strong>Rank plots</strong> per chain" in html
+    provenance = json.loads((fits / "provenance.json").read_text())
+    assert 'id="Provenance"' in html
+    assert provenance["git_commit"] in html and provenance["created_utc"] in html
     # no patient identifiers (P001..., A001...) anywhere in the report
     assert not re.search(r"\b[PA]0\d\d\b", visible_text(html))
 

@@ -139,8 +139,10 @@ def test_two_level_model_checks_flag_a_missing_study_level(tau_study, flagged):
     p = summary["data"]["effects"]["posterior_predictive"]["cluster_sd"]
     assert (p < 0.01) == flagged  # the spread of study means is what a two-level model misses
     assert summary["data"]["effects"]["prior_predictive"]["share_outside"] < 0.05
-    assert set(tables) == {"ppc", "ppc_curves", "loo_pit", "sensitivity"}
+    assert set(tables) == {"ppc", "ppc_curves", "loo_pit", "sensitivity", "priors"}
     assert set(tables["sensitivity"]["parameter"]) == {"mu", "tau_study"}
+    assert tables["priors"].set_index("parameter")["prior"].to_dict() == {
+        "mu": "Normal(μ = 0, σ = 0.5)", "tau_study": "HalfNormal(σ = 0.5)"}
 
 
 def test_loo_pit_of_replicates_that_keep_each_units_latent_effects_is_not_judged():
@@ -161,3 +163,25 @@ def test_loo_pit_of_replicates_that_keep_each_units_latent_effects_is_not_judged
                              np.arange(200), CheckSettings(), rng, 0)
     assert summary["loo_pit"]["passed"] is False
     assert any("LOO-PIT leaves" in w for w in summary["warnings"])
+
+
+def test_prior_table_prints_the_priors_the_model_was_built_with():
+    """The table the reports print is read from the model graph: the data-scaled SDs of
+    within-person mediation's paths, and nothing per person."""
+    from allianceflow.checks import prior_table
+    from allianceflow.models import within_mediation as wm
+
+    rng = np.random.default_rng(8)
+    rows = pd.DataFrame({"person": np.repeat(np.arange(12), 5), "time": np.tile(np.arange(5), 12),
+                         "x": rng.normal(0, 2.0, 60), "m": rng.normal(10, 3.0, 60),
+                         "y": rng.normal(50, 8.0, 60)})
+    data = wm.prepare(rows, wm.WithinSpec(x="x", m="m", y="y"))
+    table = prior_table(wm.build_model(data, wm.WithinSpec(x="x", m="m", y="y")))
+    prior = dict(zip(table["parameter"], table["prior"], strict=True))
+    sx, sm, sy = data.x.std(), data.m_within.std(), data.y.std()
+    assert prior["a"] == f"Normal(μ = 0, σ = {round(sm / sx, 4):.4g})"
+    assert prior["b"] == f"Normal(μ = 0, σ = {round(sy / sm, 4):.4g})"
+    assert prior["dy"] == f"Normal(μ = {round(data.y.mean(), 4):.4g}, σ = {round(2 * sy, 4):.4g})"
+    assert prior["person_cov"].startswith("LKJCholeskyCov(n = 3, η = 4;")
+    assert "z" not in prior  # per-person values are not population priors
+    assert set(table["values"]) <= set(range(1, 13))

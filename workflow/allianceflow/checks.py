@@ -27,6 +27,8 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
+from pytensor.graph.traversal import ancestors
+from pytensor.tensor.random.op import RandomVariable
 
 from .io import write_csv, write_json
 
@@ -305,6 +307,61 @@ def sensitivity(idata: xr.DataTree, model: pm.Model, quantities: xr.Dataset,
     return table.reset_index().rename(columns={"index": "parameter"})
 
 
+# ---- the priors as built ---------------------------------------------------------------
+
+# How each distribution's arguments read (PyTensor's own parameter order).
+PRIOR_FORMATS: dict[str, Callable[[list[str]], str]] = {
+    "normal": lambda a: f"Normal(μ = {a[0]}, σ = {a[1]})",
+    "halfnormal": lambda a: f"HalfNormal(σ = {a[1]})",
+    "beta": lambda a: f"Beta(α = {a[0]}, β = {a[1]})",
+    "exponential": lambda a: f"Exponential(scale = {a[0]})",
+    "t": lambda a: f"StudentT(ν = {a[0]}, μ = {a[1]}, σ = {a[2]})",
+    "halfcauchy": lambda a: f"HalfCauchy(β = {a[1]})",
+    "uniform": lambda a: f"Uniform({a[0]}, {a[1]})",
+}
+
+
+def _argument_text(arg: pt.TensorVariable, random: set) -> str:
+    """A distribution argument as text: its value(s) when fixed, else the variables it
+    depends on."""
+    if arg.owner is not None and isinstance(arg.owner.op, RandomVariable):
+        return prior_text(arg, random)  # e.g. an LKJ prior's SD distribution
+    free = sorted({v.name for v in ancestors([arg]) if v in random and v.name})
+    if free:
+        return "f(" + ", ".join(free) + ")"
+    values = np.unique(np.round(np.asarray(arg.eval(), dtype=float), 4))
+    shown = [f"{v:.4g}" for v in values]
+    return shown[0] if len(shown) == 1 else "[" + ", ".join(shown) + "]"
+
+
+def prior_text(rv: pt.TensorVariable, random: set) -> str:
+    """One random variable's distribution with its arguments, e.g. 'Normal(μ = 0, σ = 2.5)'."""
+    node = rv.owner
+    op = node.op
+    args = [_argument_text(a, random) for a in op.dist_params(node)]
+    name = type(op).__name__.removesuffix("RV").lstrip("_")
+    if name == "LKJCholeskyCov":
+        return f"LKJCholeskyCov(n = {args[0]}, η = {args[1]}; SDs ~ {args[2]})"
+    fmt = PRIOR_FORMATS.get(getattr(op, "name", None) or "")
+    return fmt(args) if fmt else f"{name}({', '.join(args)})"
+
+
+def prior_table(model: pm.Model, max_size: int = POPULATION_PRIOR_MAX_SIZE) -> pd.DataFrame:
+    """The population-level priors of a model as it was built: each free variable of at
+    most `max_size` values per draw, its distribution and the arguments it got (after
+    any scaling by the data, e.g. priors set in units of a measure's SD). Read from the
+    model graph itself, so what a report prints is what was sampled."""
+    shapes = model.eval_rv_shapes()
+    random = set(model.basic_RVs)
+    rows = []
+    for rv in model.free_RVs:
+        size = int(np.prod(shapes[rv.name]))
+        if size <= max_size and not rv.name.startswith("z_"):  # z_: standardised effects
+            rows.append({"parameter": rv.name, "values": size,
+                         "prior": prior_text(rv, random)})
+    return pd.DataFrame(rows, columns=["parameter", "values", "prior"])
+
+
 # ---- all checks of one model ---------------------------------------------------------
 
 
@@ -409,16 +466,17 @@ def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.Da
     out = {name: pd.concat([t[name] for t in tables], ignore_index=True)
            for name in ("ppc", "ppc_curves", "loo_pit")}
     out["sensitivity"] = sens
+    out["priors"] = prior_table(model)
     return summary, {name: table.assign(model=model_name) for name, table in out.items()}
 
 
-CHECK_TABLES = ("ppc", "ppc_curves", "loo_pit", "sensitivity")
+CHECK_TABLES = ("ppc", "ppc_curves", "loo_pit", "sensitivity", "priors")
 
 
 def write_check_outputs(checks: list[tuple[dict[str, Any], dict[str, pd.DataFrame]]],
                         out_dir, about: dict[str, Any]) -> None:
     """checks.json (one entry per model) and the tidy tables ppc.csv, ppc_curves.csv,
-    loo_pit.csv and sensitivity.csv (model column first)."""
+    loo_pit.csv, sensitivity.csv and priors.csv (model column first)."""
     out_dir = Path(out_dir)
     for name in CHECK_TABLES:
         table = pd.concat([tables[name] for _, tables in checks], ignore_index=True)

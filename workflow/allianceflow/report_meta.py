@@ -15,6 +15,7 @@ import xarray as xr
 from scipy import stats
 
 from .models.bias import AVERAGED_MODELS
+from .report_parts import rank_histograms
 
 ADJUSTED_COLOURS = {"random_effects": "#0d6efd", "pet": "#d63384", "peese": "#fd7e14",
                     "selection": "#198754", "bias_averaged": "#212529"}
@@ -256,33 +257,9 @@ def history_plot(history: pd.DataFrame, label: str):
 
 def rank_plot(posterior_nc: str, model: str, names: tuple[str, ...] = ("mu", "tau_study",
                                                                       "tau_es")):
-    """Rank histograms per chain (Vehtari et al., 2021) of the main parameters of one model:
-    with well-mixed chains each chain's ranks are uniform, so every line stays inside the
-    band that holds 99% of such histograms' bars."""
+    """Rank plots of the main parameters of one model of a review."""
     tree = xr.open_datatree(posterior_nc, engine="h5netcdf")
-    post = tree[f"{model}/posterior"].to_dataset()
-    names = tuple(n for n in names if n in post)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), dpi=110,
-                             squeeze=False)
-    bins = 20
-    for ax, name in zip(axes[0], names, strict=True):
-        x = post[name].to_numpy()  # (chain, draw)
-        ranks = stats.rankdata(x.ravel()).reshape(x.shape)
-        n_draws = x.shape[1]
-        edges = np.linspace(0, x.size, bins + 1)
-        expected = n_draws / bins
-        lo, hi = stats.binom(n_draws, 1 / bins).ppf([0.005, 0.995])
-        ax.axhspan(lo, hi, color="#adb5bd", alpha=0.35, label="99% band (uniform ranks)")
-        ax.axhline(expected, color="#6c757d", lw=0.8)
-        for chain in range(x.shape[0]):
-            counts, _ = np.histogram(ranks[chain], bins=edges)
-            ax.step(np.arange(bins), counts, where="mid", lw=1.1, label=f"chain {chain + 1}")
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_xlabel("rank among all draws (20 bins)")
-    axes[0][0].set_ylabel("draws per bin")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
+    post = tree[f"{model}/posterior"].to_dataset().load()
     tree.close()
-    fig.suptitle(f"Rank plots — {model.replace('_', '-')} model", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return rank_histograms(post, [n for n in names if n in post],
+                           f"Rank plots — {model.replace('_', '-')} model")

@@ -59,7 +59,8 @@ def trial_fits(wildcards):
     }
 
 
-CHECK_FILES = ("checks.json", "ppc.csv", "ppc_curves.csv", "loo_pit.csv", "sensitivity.csv")
+CHECK_FILES = ("checks.json", "ppc.csv", "ppc_curves.csv", "loo_pit.csv", "sensitivity.csv",
+               "priors.csv")
 
 
 # The package modules each analysis type's results are computed by (see package_code).

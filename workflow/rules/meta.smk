@@ -47,6 +47,13 @@ rule fit_review:
             subcategory="{review}",
             labels={"review": "{review}", "table": "prior sensitivity"},
         ),
+        priors=report(
+            "data/fits/meta/{review}/priors.csv",
+            caption="../report/priors.rst",
+            category="Meta-analysis",
+            subcategory="{review}",
+            labels={"review": "{review}", "table": "priors"},
+        ),
         comparison=report(
             "data/fits/meta/{review}/comparison.csv",
             caption="../report/comparison.rst",

@@ -39,6 +39,13 @@ rule fit_trial_analysis:
             subcategory="{trial}",
             labels={"trial": "{trial}", "analysis": "{analysis}", "table": "prior sensitivity"},
         ),
+        priors=report(
+            "data/fits/trials/{trial}/{analysis}/priors.csv",
+            caption="../report/priors.rst",
+            category="Trials",
+            subcategory="{trial}",
+            labels={"trial": "{trial}", "analysis": "{analysis}", "table": "priors"},
+        ),
     params:
         settings=fit_settings(("sampler", "checks")),
         out=lambda wildcards, output: str(Path(output.summary).parent),
