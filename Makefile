@@ -63,20 +63,25 @@ browser:
 	  fi; \
 	fi
 
-# Benchmarks against reference implementations (not part of the tests): R with brms and
-# rstan from Debian's packages, installed here when missing and possible (root with apt).
+# Benchmarks against reference implementations (not part of the tests): R with brms, rstan,
+# metafor and lme4 from Debian's packages, installed here when missing and possible (root
+# with apt). Writes bench/RESULTS.md and bench/results.json (see bench/README.md).
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--cases M1 --reps 1".
 bench: $(VENV)/.installed r-packages
-	$(BIN)/python bench/growth_vs_brms.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 r-packages:
-	@if ! Rscript -e 'library(brms); library(rstan)' >/dev/null 2>&1; then \
+	@if ! Rscript -e 'library(brms); library(rstan); library(metafor); library(lme4)' \
+	    >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing R with brms and rstan (Debian packages) for the benchmarks"; \
+	    echo "Installing R with brms, rstan, metafor and lme4 (Debian packages) for the benchmarks"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends r-base-core r-cran-brms r-cran-rstan libboost-dev >/dev/null; \
+	      --no-install-recommends r-base-core r-cran-brms r-cran-rstan r-cran-metafor \
+	      r-cran-lme4 libboost-dev >/dev/null; \
 	  else \
-	    echo "ERROR: the benchmarks need R with brms and rstan; as root: apt-get install" \
-	         "r-cran-brms r-cran-rstan libboost-dev"; exit 1; \
+	    echo "ERROR: the benchmarks need R with brms, rstan, metafor and lme4; as root:" \
+	         "apt-get install r-cran-brms r-cran-rstan r-cran-metafor r-cran-lme4 libboost-dev"; \
+	    exit 1; \
 	  fi; \
 	fi
 

@@ -1,0 +1,87 @@
+"""Measuring one fit: a child process per fit (ours or the reference), its wall time
+and peak memory taken by the parent, and the same efficiency figures computed by ArviZ
+from either side's draws."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+HERE = Path(__file__).resolve().parent
+
+
+def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None,
+             cwd: Path | None = None) -> dict[str, Any]:
+    """Run `cmd`; its wall seconds and peak resident memory (MiB, the largest of the
+    process and the children it waited for, as wait4 reports it)."""
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{tail}")
+    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024}
+
+
+def draws_table(path: Path, names: dict[str, str]) -> xr.Dataset:
+    """A draws.csv (one column per parameter, .chain, .iteration) as (chain, draw)
+    arrays under our names; `names`: our name -> the column."""
+    draws = pd.read_csv(path)
+    data = {}
+    for ours, theirs in names.items():
+        col = draws.pivot(index=".iteration", columns=".chain", values=theirs)
+        data[ours] = (("chain", "draw"), col.to_numpy().T)
+    return xr.Dataset(data)
+
+
+def efficiency(post: xr.Dataset, sample_s: float) -> dict[str, float]:
+    """Smallest bulk and tail ESS and largest R-hat over the compared parameters
+    (population-level effects and SDs), and bulk ESS per second of sampling."""
+    bulk = az.ess(post, sample_dims=["chain", "draw"], method="bulk")
+    tail = az.ess(post, sample_dims=["chain", "draw"], method="tail")
+    rhat = az.rhat(post, sample_dims=["chain", "draw"])
+    min_bulk = min(float(bulk[n]) for n in post.data_vars)
+    return {"min_bulk_ess": min_bulk, "min_tail_ess": min(float(tail[n]) for n in post.data_vars),
+            "max_rhat": max(float(rhat[n]) for n in post.data_vars),
+            "min_bulk_ess_per_s": min_bulk / sample_s,
+            "worst_parameter": min(post.data_vars, key=lambda n: float(bulk[n]))}
+
+
+def means(post: xr.Dataset) -> dict[str, float]:
+    return {n: float(post[n].mean()) for n in post.data_vars}
+
+
+def python() -> str:
+    return sys.executable
+
+
+def r_available() -> str | None:
+    """None when R with brms, rstan, metafor and lme4 loads; else what is missing."""
+    check = ("for (p in c('brms', 'rstan', 'metafor', 'lme4', 'jsonlite')) "
+             "if (!requireNamespace(p, quietly = TRUE)) cat(p, '')")
+    try:
+        run = subprocess.run(["Rscript", "-e", check], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "Rscript"
+    return run.stdout.strip() or None
+
+
+def write_settings(path: Path, settings: dict[str, Any]) -> None:
+    path.write_text(json.dumps(settings, indent=1, default=float))
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
