@@ -220,13 +220,42 @@ def reference_tables(records: list[dict], medians: dict) -> list[str]:
         ours, brms = medians[f"{case}/ours"], medians[f"{case}/brms"]
         ess_ratio = ours["min_bulk_ess_per_s"] / brms["min_bulk_ess_per_s"]
         wall_ratio = ours["wall_s"] / brms["wall_s"]
+        for side in ("ours", "brms"):
+            bad = [r for r in records if r["case"] == case and r["side"] == side
+                   and (r["max_rhat"] > 1.01 or r["min_bulk_ess"] < 400 or r["divergences"])]
+            if bad:
+                worst = ", ".join(sorted({r["worst_parameter"] for r in bad}))
+                lines += ["", f"**{side} failed the convergence gate** (R-hat ≤ 1.01, bulk ESS "
+                          f"≥ 400, no divergences) in {len(bad)} of "
+                          f"{sum(r['case'] == case and r['side'] == side for r in records)} "
+                          f"repetitions; lowest ESS: {worst}. Its ESS per second is that of a "
+                          "fit that does not pass its own checks."]
         lines += ["", f"Ratios ours ÷ brms: min bulk ESS per second of sampling "
                   f"**{ess_ratio:.1f}×** (goal ≥ {GOAL_ESS_RATIO:g}×: "
                   f"{'met' if ess_ratio >= GOAL_ESS_RATIO else 'missed'}); whole-process wall "
                   f"time **{wall_ratio:.2f}** (goal ≤ {GOAL_WALL_RATIO:g}: "
                   f"{'met' if wall_ratio <= GOAL_WALL_RATIO else 'missed'}).", ""]
         lines += means_table(case, records)
+        lines += raw_table(case, records)
     return lines
+
+
+def raw_table(case: str, records: list[dict]) -> list[str]:
+    lines = [f"Raw figures, {case}, per repetition:", "",
+             "| rep | side | wall (s) | compile (s) | sampling (s) | min bulk ESS | "
+             "lowest-ESS parameter | min tail ESS | max R-hat | divergences | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in records if r["case"] == case):
+        if "sample_s" in r:
+            lines.append(
+                f"| {r['rep']} | {r['side']} | {r['wall_s']:.1f} | {r['compile_s']:.1f} | "
+                f"{r['sample_s']:.1f} | {r['min_bulk_ess']:.0f} | {r['worst_parameter']} | "
+                f"{r['min_tail_ess']:.0f} | {r['max_rhat']:.3f} | {r['divergences']} | "
+                f"{r['peak_mib']:.0f} |")
+        else:
+            lines.append(f"| {r['rep']} | {r['side']} | {r['wall_s']:.1f} | – | "
+                         f"fit {r['fit_s']:.2f} | – | – | – | – | – | {r['peak_mib']:.0f} |")
+    return [*lines, ""]
 
 
 def means_table(case: str, records: list[dict]) -> list[str]:
@@ -244,12 +273,12 @@ def means_table(case: str, records: list[dict]) -> list[str]:
 
 def scaling_table(records: list[dict]) -> list[str]:
     lines = ["| case | rows | whole-process wall (s) | sampling (s) | compile (s) | "
-             "min bulk ESS | divergences | max R-hat | peak memory (MiB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "min bulk ESS | lowest-ESS parameter | divergences | max R-hat | "
+             "peak memory (MiB) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['case']} | {r['rows']:,} | {fmt(r['wall_s'])} | "
                      f"{fmt(r['sample_s'])} | {fmt(r['compile_s'])} | "
-                     f"{fmt(r['min_bulk_ess'], 0)} | "
+                     f"{fmt(r['min_bulk_ess'], 0)} | {r['worst_parameter']} | "
                      f"{r['divergences']} | {r['max_rhat']:.3f} | {fmt(r['peak_mib'], 0)} |")
     return [*lines, ""]
 
@@ -277,7 +306,9 @@ def write_results(result: dict[str, Any], path_md: Path, path_json: Path) -> Non
     if result.get("scaling"):
         lines += ["## Scaling (ours)", ""] + scaling_table(result["scaling"])
     if result.get("workflow"):
-        lines += ["## Workflow rebuilds", ""] + result["workflow"]["lines"] + [""]
+        import workflow
+
+        lines += ["## Workflow rebuilds", ""] + workflow.table(result["workflow"]["runs"]) + [""]
     if result.get("skipped"):
         lines += ["## Not run", ""] + [f"- {x}" for x in result["skipped"]] + [""]
     path_md.write_text("\n".join(lines))
@@ -330,7 +361,14 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
+    parser.add_argument("--render", action="store_true",
+                        help="only write RESULTS.md again from results.json")
     args = parser.parse_args()
+    if args.render:
+        results = Path(args.results)
+        write_results(json.loads((results / "results.json").read_text()),
+                      results / "RESULTS.md", results / "results.json")
+        return
     if args.child:
         fit_ours(args.cases, Path(args.out), json.loads(args.settings))
         return
