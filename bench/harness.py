@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
-
-HERE = Path(__file__).resolve().parent
 
 
 def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None,
@@ -62,10 +59,6 @@ def efficiency(post: xr.Dataset, sample_s: float) -> dict[str, float]:
 
 def means(post: xr.Dataset) -> dict[str, float]:
     return {n: float(post[n].mean()) for n in post.data_vars}
-
-
-def python() -> str:
-    return sys.executable
 
 
 def r_available() -> str | None:

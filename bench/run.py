@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -41,7 +42,6 @@ sys.path.insert(0, str(HERE))
 
 import harness  # noqa: E402
 
-META_REFERENCE = ("M1",)
 GOAL_ESS_RATIO = 10.0  # min bulk ESS per second of sampling, ours / brms
 GOAL_WALL_RATIO = 0.2  # whole-process wall time, ours / brms
 SCALING = {"meta": ("meta_100", "meta_1000", "meta_10000"),
@@ -82,7 +82,7 @@ def one_fit(case, side: str, out: Path, s: dict[str, Any]) -> dict[str, Any]:
     """Run one side's fit of a case in a child process; its figures."""
     out.mkdir(parents=True, exist_ok=True)
     if side == "ours":
-        cmd = [harness.python(), str(HERE / "run.py"), "--child", "ours", "--cases", case.name,
+        cmd = [sys.executable, str(HERE / "run.py"), "--child", "ours", "--cases", case.name,
                "--out", str(out), "--settings", json.dumps(s)]
         names = {n: n for n in case.compare}
     else:
@@ -173,8 +173,6 @@ def machine() -> dict[str, Any]:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
-
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                 / 2**30, 1)}
