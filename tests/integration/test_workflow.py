@@ -11,6 +11,7 @@ import html as html_lib
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -164,6 +165,13 @@ def test_trial_analysis_outputs_and_report(project, trial, analysis, names):
     provenance = json.loads((fits / "provenance.json").read_text())
     assert 'id="Provenance"' in html
     assert provenance["git_commit"] in html and provenance["created_utc"] in html
+    # cross-validation by patient: config/test.yaml refits every patient, in 2 folds
+    kfold = pd.read_csv(fits / "kfold.csv")
+    assert len(kfold) == used["patients"] and (kfold["method"] == "exact").all()
+    assert sorted(kfold["fold"].unique()) == [0, 1]
+    assert np.isfinite(kfold["elpd_exact"]).all()
+    assert "Cross-validation by patient" in html
+    assert f"{kfold['elpd'].sum():.1f} (SE" in html
     # no patient identifiers (P001..., A001...) anywhere in the report
     assert not re.search(r"\b[PA]0\d\d\b", visible_text(html))
 

@@ -29,6 +29,7 @@ from .io import atomic_path, write_csv, write_json
 from .provenance import provenance
 
 FITS = {**mediation_stage.FITS, **trial_models_stage.FITS}
+LEAVE_OUTS = {**mediation_stage.LEAVE_OUTS, **trial_models_stage.LEAVE_OUTS}
 
 # quantities that are not effects: no probability of being above zero for these
 NOT_EFFECTS = ("sd_", "sigma", "pm", "time_", "alpha", "corr_", "cor_", "reliability",

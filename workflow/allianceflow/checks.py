@@ -203,6 +203,13 @@ def outside_share(replicated: np.ndarray, bounds: tuple[float, float]) -> float:
 # ---- LOO-PIT -------------------------------------------------------------------------
 
 
+def log_mean_exp(x: np.ndarray, w: np.ndarray | None = None) -> float:
+    """log of the (weighted) mean of exp(x), computed stably."""
+    w = np.full(x.shape, 1.0 / x.size) if w is None else w / w.sum()
+    top = float(np.max(x))
+    return top + float(np.log(np.sum(w * np.exp(x - top))))
+
+
 def psis_weights(loglik: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalised PSIS weights (draws, units) of leaving each unit out, and Pareto k."""
     da = xr.DataArray(loglik.T[:, None, :], dims=("unit", "chain", "draw"))

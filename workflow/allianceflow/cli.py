@@ -54,6 +54,13 @@ def cmd_fit_trial_analysis(args) -> None:
                   _settings(args))
 
 
+def cmd_kfold_trial_analysis(args) -> None:
+    from .trial_kfold import kfold_trial_analysis
+
+    kfold_trial_analysis(args.sessions, args.patients, args.info, args.posterior,
+                         args.analysis, args.out, _settings(args))
+
+
 def cmd_sbc_batch(args) -> None:
     from .sbc import sbc_batch
 
@@ -135,6 +142,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", required=True,
                    help="JSON object with the validated sampler and checks settings")
     s.set_defaults(func=cmd_fit_trial_analysis)
+
+    s = sub.add_parser("kfold-trial-analysis",
+                       help="leave-patients-out refits of one trial analysis (kfold.csv)")
+    for arg in ("--sessions", "--patients", "--info", "--posterior", "--analysis", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--settings", required=True,
+                   help="JSON object with the validated sampler and checks settings")
+    s.set_defaults(func=cmd_kfold_trial_analysis)
 
     s = sub.add_parser("sbc-batch", help="simulation-based calibration: one job's simulations")
     s.add_argument("--family", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,17 @@ def sample(model: pm.Model, settings: SamplerSettings,
         return pm.sample(**kwargs)
 
 
+@dataclass
+class LeaveOut:
+    """A trial model built for leave-patients-out refits: `model` has a pm.Data
+    `patient_weight` (one per unit, 0 = left out); `loglik` gives each unit's
+    log-likelihood (chain, draw, unit) from a posterior, in the order of the fit's
+    log_likelihood group."""
+    model: pm.Model
+    n_units: int
+    loglik: Callable[[xr.Dataset], xr.DataArray]
+
+
 class Refitter:
     """One model compiled once and sampled again with new data values (pm.Data names).
 
@@ -127,6 +139,14 @@ class Refitter:
                 pm.set_data(data)
             tree = sample(self.model, s, log_likelihood=False)
         return tree["posterior"].to_dataset(), tree["sample_stats"].to_dataset()
+
+
+def with_patient_loglik(idata: xr.DataTree, ll: xr.DataArray) -> None:
+    """Set the per-patient log-likelihood (chain, draw, one unit dimension) as the
+    log_likelihood group, variable `patient` over `patient_id` (LOO by patient)."""
+    dim = [d for d in ll.dims if d not in ("chain", "draw")][0]
+    idata["log_likelihood"] = xr.DataTree(ll.rename("patient").rename({dim: "patient_id"})
+                                          .to_dataset())
 
 
 def summarise(draws: xr.Dataset, names: list[str], model: str) -> pd.DataFrame:

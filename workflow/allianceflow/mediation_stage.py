@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .fitting import Fit, sample
+from .fitting import Fit, LeaveOut, sample, with_patient_loglik
 from .models import sequential_mediation as seq
 from .models import within_mediation as within
 
@@ -44,9 +44,7 @@ def fit_sequential(analysis, info, sessions, patients, settings):
     model = seq.build_model(data, spec)
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
-    loglik = seq.patient_loglik(post, data, spec).rename("patient").rename(
-        patient="patient_id")
-    idata["log_likelihood"] = xr.DataTree(loglik.to_dataset())
+    with_patient_loglik(idata, seq.patient_loglik(post, data, spec))
     post = post.drop_vars([v for v in post.data_vars if v.startswith(("loglik", "change["))])
     draws = xr.merge([post, seq.derived_quantities(post, spec)])
     names = seq.reported_parameters(spec)
@@ -63,9 +61,8 @@ def fit_within(analysis, info, sessions, settings):
     model = within.build_model(data, spec)
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
-    idata["log_likelihood"] = xr.DataTree(
-        post["loglik_person"].rename("patient").rename(person="patient_id").to_dataset())
-    post = post.drop_vars(["z", "loglik_person"])
+    with_patient_loglik(idata, within.person_loglik(model, post, data))
+    post = post.drop_vars(["z"])
     has_y = ~np.isnan(data.y)
     draws = xr.merge([post, within.derived_quantities(post, spec)])
     used = {"patients": data.n_persons, "rows_m": int(len(data.m)),
@@ -80,3 +77,24 @@ def fit_within_analysis(analysis, info, sessions, patients, settings):
 
 
 FITS = {"sequential_mediation": fit_sequential, "within_mediation": fit_within_analysis}
+
+
+# ---- the same models built for leave-patients-out refits (trial_kfold) -----------------
+
+
+def sequential_leave_out(analysis, info, sessions, patients) -> LeaveOut:
+    spec = sequential_spec(analysis, info)
+    data = seq.prepare(sessions, patients, spec)
+    return LeaveOut(seq.build_model(data, spec), data.n_patients,
+                    lambda post: seq.patient_loglik(post, data, spec))
+
+
+def within_leave_out(analysis, info, sessions, patients) -> LeaveOut:
+    spec = within_spec(analysis)
+    data = within.prepare(within.lagged_rows(sessions, spec), spec)
+    model = within.build_model(data, spec)
+    return LeaveOut(model, data.n_persons, lambda post: within.person_loglik(model, post, data))
+
+
+LEAVE_OUTS = {"sequential_mediation": sequential_leave_out,
+              "within_mediation": within_leave_out}

@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 from arviz_stats.base import array_stats
 
+from .checks import log_mean_exp
 from .fitting import Refitter, SamplerSettings, summarise
 from .io import write_csv
 from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik_function
@@ -84,13 +85,6 @@ def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     order = np.argsort(x)
     cdf = np.cumsum(w[order])
     return float(np.interp(q, (cdf - 0.5 * w[order]) / cdf[-1], x[order]))
-
-
-def log_mean_exp(x: np.ndarray, w: np.ndarray | None = None) -> float:
-    """log of the (weighted) mean of exp(x), computed stably."""
-    w = np.full(x.shape, 1.0 / x.size) if w is None else w / w.sum()
-    top = float(np.max(x))
-    return top + float(np.log(np.sum(w * np.exp(x - top))))
 
 
 def elpd_row(model: str, value: float) -> pd.DataFrame:

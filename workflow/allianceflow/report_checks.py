@@ -1,6 +1,6 @@
 """Report pieces for the model checks of a fit folder (checks.json, ppc.csv,
-ppc_curves.csv, loo_pit.csv, sensitivity.csv, comparison.csv): tables and plots read
-from those files, nothing recomputed."""
+ppc_curves.csv, loo_pit.csv, sensitivity.csv, comparison.csv, kfold.csv): tables and
+plots read from those files, nothing recomputed."""
 
 from __future__ import annotations
 
@@ -158,6 +158,42 @@ def kfold_sentence(loso: pd.DataFrame, comparison: pd.DataFrame | None) -> str:
         psis = float(comparison.loc[comparison["model"] == model, "elpd_loo"].iloc[0])
         text += f"; the PSIS-LOO estimate from the full fit is {psis:.2f}."
     return text + "."
+
+
+def elpd_with_se(values: pd.Series) -> str:
+    return f"{values.sum():.1f} (SE {np.sqrt(len(values) * values.var(ddof=1)):.1f})"
+
+
+def patient_cv_table(kfold: pd.DataFrame) -> pd.DataFrame:
+    """Leave-patients-out cross-validation of one trial analysis (kfold.csv), in
+    aggregate: PSIS-LOO by patient, the patients refitted, and the elpd with their
+    exact values in place of PSIS."""
+    refit = kfold[kfold["method"] == "exact"]
+    row = {"patients": len(kfold), "elpd, PSIS-LOO": elpd_with_se(kfold["elpd_psis"]),
+           "Pareto k > 0.7": int((kfold["pareto_k"] > 0.7).sum()),
+           "max Pareto k": f"{kfold['pareto_k'].max():.2f}",
+           "refitted (folds)": f"{len(refit)} ({refit['fold'].nunique()})"}
+    if len(refit):
+        row |= {"elpd, exact where refitted": elpd_with_se(kfold["elpd"]),
+                "refitted: PSIS → exact": f"{refit['elpd_psis'].sum():.1f} → "
+                                          f"{refit['elpd_exact'].sum():.1f}",
+                "refits: divergences, max R-hat": f"{int(refit['fold_divergences'].max())}, "
+                                                  f"{refit['fold_max_rhat'].max():.3f}"}
+    return pd.DataFrame([row])
+
+
+def show_patient_cv(kfold_csv: str | Path) -> None:
+    from IPython.display import Markdown, display
+
+    kfold = pd.read_csv(kfold_csv)
+    refit = int((kfold["method"] == "exact").sum())
+    display(Markdown(
+        "**Cross-validation by patient** (`kfold.csv`): the expected log predictive density "
+        "of a left-out patient's data, summed over patients; PSIS-LOO from the fit, and "
+        + ("exact refits without the patients whose PSIS estimate was not reliable (or, "
+           "with `checks.kfold: all`, K-fold over every patient)." if refit else
+           "no refit was needed: every Pareto k is at or below the threshold.")))
+    display(patient_cv_table(kfold).style.hide(axis="index"))
 
 
 def show_checks(fit_dir: str | Path, plot_models: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from .analyses import by_arm_default, session_window
-from .fitting import Fit, SamplerSettings, sample
+from .fitting import Fit, LeaveOut, SamplerSettings, sample, with_patient_loglik
 from .models import early_alliance as early
 from .models import growth, riclpm
 
@@ -69,14 +69,6 @@ def riclpm_spec(analysis: dict[str, Any], info: dict[str, Any]) -> riclpm.Riclpm
     return riclpm.RiclpmSpec(variables=tuple(analysis["variables"]), start=start, end=end)
 
 
-def with_patient_loglik(idata: xr.DataTree, post: xr.Dataset) -> None:
-    """The per-patient log-likelihood as the log_likelihood group (for LOO by patient)."""
-    ll = post["loglik_patient"]
-    dim = [d for d in ll.dims if d not in ("chain", "draw")][0]
-    idata["log_likelihood"] = xr.DataTree(ll.rename("patient").rename({dim: "patient_id"})
-                                          .to_dataset())
-
-
 def fit_growth(analysis, info, sessions, patients, settings: SamplerSettings) -> Fit:
     spec = growth_spec(analysis, info)
     data = growth.prepare(sessions, patients, spec)
@@ -84,7 +76,7 @@ def fit_growth(analysis, info, sessions, patients, settings: SamplerSettings) ->
     model = growth.build_model(data, spec, shown)
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
-    with_patient_loglik(idata, post)
+    with_patient_loglik(idata, post["loglik_patient"])
     arm = info.get("arm")
     arm_name = "+".join(str(a) for a in arm["levels"] if a != arm["reference"]) if arm else None
     grid = [s for s in info["sessions"] if spec.start <= s <= spec.end]
@@ -130,7 +122,7 @@ def fit_early(analysis, info, sessions, patients, settings: SamplerSettings) -> 
     model = early.build_model(data, spec)
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
-    with_patient_loglik(idata, post)
+    with_patient_loglik(idata, post["loglik_patient"])
     draws = post[[v for v in post.data_vars
                   if not v.startswith(("early_true", "early_missed", "z_", "loglik"))]]
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,
@@ -149,7 +141,7 @@ def fit_riclpm(analysis, info, sessions, patients, settings: SamplerSettings) ->
     model = riclpm.build_model(data, spec)
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
-    with_patient_loglik(idata, post)
+    with_patient_loglik(idata, riclpm.observed_loglik(post, data))
     derived = riclpm.derived_quantities(post, data, spec)
     draws = xr.merge([post[["phi", "mu"]], derived])
     seen = ~np.isnan(data.values)
@@ -164,3 +156,31 @@ def fit_riclpm(analysis, info, sessions, patients, settings: SamplerSettings) ->
 
 FITS = {"growth": fit_growth, "moderation": fit_growth, "early_alliance": fit_early,
         "riclpm": fit_riclpm}
+
+
+# ---- the same models built for leave-patients-out refits (trial_kfold) -----------------
+
+
+def growth_leave_out(analysis, info, sessions, patients) -> LeaveOut:
+    spec = growth_spec(analysis, info)
+    data = growth.prepare(sessions, patients, spec)
+    return LeaveOut(growth.build_model(data, spec), data.n_patients,
+                    lambda post: post["loglik_patient"])
+
+
+def early_leave_out(analysis, info, sessions, patients) -> LeaveOut:
+    spec = early_spec(analysis, info)
+    data = early.prepare(sessions, patients, spec)
+    return LeaveOut(early.build_model(data, spec), data.n_patients,
+                    lambda post: post["loglik_patient"])
+
+
+def riclpm_leave_out(analysis, info, sessions, patients) -> LeaveOut:
+    spec = riclpm_spec(analysis, info)
+    data = riclpm.prepare(sessions, spec)
+    return LeaveOut(riclpm.build_model(data, spec), data.values.shape[0],
+                    lambda post: riclpm.observed_loglik(post, data))
+
+
+LEAVE_OUTS = {"growth": growth_leave_out, "moderation": growth_leave_out,
+              "early_alliance": early_leave_out, "riclpm": riclpm_leave_out}

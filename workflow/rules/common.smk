@@ -56,6 +56,7 @@ def trial_fits(wildcards):
         "diagnostics": [f"{fits}/{a}/diagnostics.json" for a in names],
         "posteriors": [f"{fits}/{a}/posterior.nc" for a in names],
         "checks": [f"{fits}/{a}/{f}" for a in names for f in CHECK_FILES],
+        "kfold": [f"{fits}/{a}/kfold.csv" for a in names],
     }
 
 
@@ -81,6 +82,10 @@ ANALYSIS_CODE = {
 def analysis_code(wildcards):
     kind = trial_analyses(wildcards.trial).get(wildcards.analysis)
     return package_code(*FIT_CODE, *ANALYSIS_CODE.get(kind, ()))
+
+
+def kfold_code(wildcards):
+    return analysis_code(wildcards) + package_code("trial_kfold.py")
 
 
 wildcard_constraints:

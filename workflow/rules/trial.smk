@@ -2,7 +2,8 @@
 # growth and moderation (between/within alliance), early alliance, RI-CLPM, sequential
 # mediation on latent change scores and within-person (1-1-1) mediation. The package
 # picks the model by the analysis's type. Writes summary.csv, diagnostics.json,
-# posterior.nc and provenance.json per analysis.
+# posterior.nc and provenance.json per analysis, and (rule kfold_trial_analysis) the
+# leave-patients-out refits where PSIS-LOO by patient is not reliable, kfold.csv.
 
 
 rule fit_trial_analysis:
@@ -61,3 +62,35 @@ rule fit_trial_analysis:
         "python -m allianceflow fit-trial-analysis --sessions {input.sessions:q}"
         " --patients {input.patients:q} --info {input.info:q} --analysis {wildcards.analysis:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule kfold_trial_analysis:
+    input:
+        sessions="data/clean/trials/{trial}/sessions.csv",
+        patients="data/clean/trials/{trial}/patients.csv",
+        info="data/clean/trials/{trial}/trial.json",
+        posterior="data/fits/trials/{trial}/{analysis}/posterior.nc",
+        code=kfold_code,
+    output:
+        report(
+            "data/fits/trials/{trial}/{analysis}/kfold.csv",
+            caption="../report/kfold.rst",
+            category="Trials",
+            subcategory="{trial}",
+            labels={"trial": "{trial}", "analysis": "{analysis}", "table": "K-fold by patient"},
+        ),
+    params:
+        settings=fit_settings(("sampler", "checks")),
+    threads: config["sampler"]["threads"]
+    log:
+        "logs/kfold/trials/{trial}/{analysis}.log",
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m allianceflow kfold-trial-analysis --sessions {input.sessions:q}"
+        " --patients {input.patients:q} --info {input.info:q} --posterior {input.posterior:q}"
+        " --analysis {wildcards.analysis:q} --settings {params.settings:q} --out {output:q}"
+        " > {log:q} 2>&1"

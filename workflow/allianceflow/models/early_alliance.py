@@ -170,7 +170,9 @@ def build_model(data: EarlyData, spec: EarlySpec) -> pm.Model:
         ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g,
                                     sigma**2 * np.ones(len(data.y)), pj, data.n_patients,
                                     sd0, sd1, rho)
-        pm.Potential("outcome_loglik", ll.sum())
+        # 1 per patient; 0 leaves the patient's outcome out (exact K-fold refits swap it)
+        weight = pm.Data("patient_weight", np.ones(data.n_patients))
+        pm.Potential("outcome_loglik", (weight * ll).sum())
         pm.Deterministic("loglik_patient", ll)
         model.predictive_parts["outcome"] = {"mean": mean, "var": sigma**2, "sd_level": sd0,
                                              "sd_slope": sd1, "rho": rho}

@@ -120,3 +120,49 @@ def simulate_normal(parts: dict[str, np.ndarray], rng: np.random.Generator) -> n
     """mean + Normal(0, sd) per value. parts: mean (draws, n), sd (per draw or per value)."""
     mean = parts["mean"]
     return mean + rng.standard_normal(mean.shape) * _per_draw(parts["sd"], mean.shape[0])
+
+
+# ---- per-unit marginal densities (numpy), for leave-one-unit-out: latents integrated
+
+
+def random_slopes_marginal_loglik(blocks: list[tuple], cov_u: np.ndarray,
+                                  n_units: int) -> np.ndarray:
+    """Per-unit log density (draws, units) of residuals with the unit's random slopes
+    u ~ Normal(0, cov_u) (q of them, shared by the blocks) and each block's random level
+    and row noise integrated out.
+
+    blocks: (resid (draws, rows), z (rows, q): each row's loading on u, unit (rows,),
+    sigma (draws,), sd_level (draws,)). With C the blocks' compound-symmetric covariance
+    (sigma^2 I + sd_level^2 11' per unit and block), Q = Z'C^-1 Z and b = Z'C^-1 r,
+    by Woodbury:
+        log p = -1/2 [n log 2 pi + log|C| + log|I + S Q| + r'C^-1 r - b'(I + S Q)^-1 S b]
+    with S = cov_u; C^-1 is applied through per-unit sums (Sherman-Morrison).
+    """
+    draws, q = cov_u.shape[0], cov_u.shape[1]
+    n_tot = np.zeros(n_units)
+    logdet_c = np.zeros((draws, n_units))
+    rcr = np.zeros((draws, n_units))
+    qm = np.zeros((draws, n_units, q, q))
+    b = np.zeros((draws, n_units, q))
+    for resid, z, unit, sigma, sd_level in blocks:
+        one_hot = np.zeros((len(unit), n_units))
+        one_hot[np.arange(len(unit)), unit] = 1.0
+        n = one_hot.sum(axis=0)
+        s2 = np.asarray(sigma, dtype=float)[:, None] ** 2
+        t2 = np.asarray(sd_level, dtype=float)[:, None] ** 2
+        shrink = t2 / (s2 + n * t2)  # (draws, units)
+        s_r, s_rr = resid @ one_hot, (resid * resid) @ one_hot
+        s_z = one_hot.T @ z  # (units, q)
+        s_zz = np.einsum("ru,ri,rj->uij", one_hot, z, z)
+        s_zr = np.stack([(resid * z[:, i]) @ one_hot for i in range(q)], axis=-1)
+        n_tot += n
+        logdet_c += (n - 1) * np.log(s2) + np.log(s2 + n * t2)
+        rcr += (s_rr - shrink * s_r**2) / s2
+        qm += (s_zz[None] - shrink[..., None, None] * s_z[None, :, :, None]
+               * s_z[None, :, None, :]) / s2[..., None, None]
+        b += (s_zr - shrink[..., None] * s_z[None] * s_r[..., None]) / s2[..., None]
+    inner = np.eye(q) + cov_u[:, None] @ qm  # I + S Q
+    _, logdet = np.linalg.slogdet(inner)
+    sb = np.einsum("dij,duj->dui", cov_u, b)
+    quad = np.einsum("dui,dui->du", b, np.linalg.solve(inner, sb[..., None])[..., 0])
+    return -0.5 * (n_tot * np.log(2 * np.pi) + logdet_c + logdet + rcr - quad)

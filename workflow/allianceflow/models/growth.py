@@ -312,7 +312,9 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
         var_y = sigma**2 + b_w_rows**2 * extra
         ll = intercept_slope_loglik(resid, f[has_y], var_y, pj[has_y], data.n_patients,
                                     sd0, sd1, rho)
-        pm.Potential("outcome_loglik", ll.sum())
+        # 1 per patient; 0 leaves the patient's outcome out (exact K-fold refits swap it)
+        weight = pm.Data("patient_weight", np.ones(data.n_patients))
+        pm.Potential("outcome_loglik", (weight * ll).sum())
         pm.Deterministic("loglik_patient", ll)
         model.predictive_parts = {"outcome": {
             "mean": mu_y[has_y] + b_w_rows * shift, "var": var_y * pt.ones(int(has_y.sum())),

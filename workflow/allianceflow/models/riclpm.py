@@ -136,6 +136,59 @@ def riclpm_loglik(d, last: np.ndarray, phi, cov_first, cov_innovation, cov_ri,
     return -0.5 * ((1 + m) * k * np.log(2 * np.pi) + logdet + quad)
 
 
+def occasion_covariance(phi: np.ndarray, cov_first: np.ndarray, cov_innovation: np.ndarray,
+                        cov_ri: np.ndarray, t: int) -> np.ndarray:
+    """Covariance of a patient's stacked values per draw (draws, t k, t k), occasion-major:
+    Var(w_1) = Psi, Var(w_t) = Phi Var(w_t-1) Phi' + Sigma_zeta,
+    Cov(w_s, w_t) = Phi^(s-t) Var(w_t) for s >= t, plus Sigma_RI in every block."""
+    draws, k, _ = phi.shape
+    var = [cov_first]
+    for _ in range(1, t):
+        var.append(phi @ var[-1] @ phi.swapaxes(1, 2) + cov_innovation)
+    cov = np.empty((draws, t * k, t * k))
+    for a in range(t):
+        block = var[a]
+        for b in range(a, t):
+            cov[:, b * k:(b + 1) * k, a * k:(a + 1) * k] = block
+            cov[:, a * k:(a + 1) * k, b * k:(b + 1) * k] = block.swapaxes(1, 2)
+            block = phi @ block
+    return cov + np.tile(cov_ri, (1, t, t))
+
+
+def observed_loglik(post: xr.Dataset, data: RiclpmData, chunk: int = 500) -> xr.DataArray:
+    """Each patient's log density of their observed cells (standardised scale) up to their
+    last occasion, per draw, with the random intercepts and the cells missing before it
+    integrated out: the marginal of the multivariate normal above. Given the sampled
+    missing cells, a left-out patient's cells would have no density of their own; this is
+    the per-patient density that leave-one-patient-out (PSIS and exact refits) needs."""
+    n, t, k = data.values.shape
+    inside = np.arange(t)[None, :] <= data.last[:, None]
+    seen = (~np.isnan(data.values) & inside[:, :, None]).reshape(n, t * k)
+    values = np.nan_to_num(data.values).reshape(n, t * k)
+    patterns, which = np.unique(seen, axis=0, return_inverse=True)
+
+    def flat(name):
+        v = post[name].to_numpy()
+        return v.reshape(-1, *v.shape[2:])
+
+    mu = flat("mu").reshape(-1, t * k)
+    phi, covs = flat("phi"), [flat(f"cov_{c}_std") for c in ("first", "innovation", "ri")]
+    out = np.empty((len(mu), n))
+    for start in range(0, len(mu), chunk):
+        sl = slice(start, start + chunk)
+        cov = occasion_covariance(phi[sl], *(c[sl] for c in covs), t)
+        for p, pattern in enumerate(patterns):
+            idx = np.flatnonzero(pattern)
+            members = np.flatnonzero(which.ravel() == p)
+            sub = cov[:, idx][:, :, idx]
+            _, logdet = np.linalg.slogdet(sub)
+            resid = values[members][None, :, idx] - mu[sl][:, None, idx]
+            quad = np.einsum("smi,sij,smj->sm", resid, np.linalg.inv(sub), resid)
+            out[sl, members] = -0.5 * (len(idx) * np.log(2 * np.pi) + logdet[:, None] + quad)
+    return xr.DataArray(out.reshape(post.sizes["chain"], post.sizes["draw"], n),
+                        dims=("chain", "draw", "patient"))
+
+
 def build_model(data: RiclpmData, spec: RiclpmSpec) -> pm.Model:
     n, t, k = data.values.shape
     coords = {"variable": list(spec.variables), "from_variable": list(spec.variables),
@@ -155,14 +208,18 @@ def build_model(data: RiclpmData, spec: RiclpmSpec) -> pm.Model:
             covs[name] = pm.Deterministic(f"cov_{name}_std", chol @ chol.T,
                                           dims=("variable", "from_variable"))
         values = pm.Data("values", np.nan_to_num(data.values))  # data: SBC swaps them
+        # 1 per patient; 0 leaves the patient out (exact K-fold refits swap it)
+        weight = pm.Data("patient_weight", np.ones(n))
         if len(holes):
             # their density is the model's own (the likelihood below): no prior of their own
             filled = pm.Flat("missing_cells", shape=len(holes))
             values = pt.set_subtensor(values[holes[:, 0], holes[:, 1], holes[:, 2]], filled)
+            # a left-out patient's missing cells would be improper: standard normal instead
+            pm.Potential("left_out_cells",
+                         -0.5 * ((1 - weight[holes[:, 0]]) * filled**2).sum())
         ll = riclpm_loglik(values - mu[None, :, :], data.last, phi, covs["first"],
                            covs["innovation"], covs["ri"], t, k)
-        pm.Potential("loglik", ll.sum())
-        pm.Deterministic("loglik_patient", ll, dims="patient")
+        pm.Potential("loglik", (weight * ll).sum())
         model.predictive_parts = {"mu": mu, "phi": phi, **{f"cov_{k}": v for k, v in covs.items()}}
     return model
 

@@ -125,6 +125,8 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
         change: dict[str, pt.TensorVariable] = {}
         parts: dict[str, dict[str, pt.TensorVariable]] = {}
         model.predictive_parts = parts
+        # 1 per patient; 0 leaves the patient out (exact K-fold refits swap it)
+        weight = pm.Data("patient_weight", np.ones(data.n_patients))
         for k in (*spec.mediators, spec.y):
             s = sd[k]
             is_y = k == spec.y
@@ -148,8 +150,7 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
             ll = compound_symmetric_loglik(value - expected, rows.patient,
                                            data.n_patients, sigma, sd_level)
             parts[k] = {"mean": expected, "sigma": sigma, "sd_level": sd_level}
-            pm.Potential(f"loglik[{k}]", ll.sum())
-            pm.Deterministic(f"loglik_patient[{k}]", ll, dims="patient")
+            pm.Potential(f"loglik[{k}]", (weight * ll).sum())
     return model
 
 

@@ -51,8 +51,12 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from ..checks import Predictive
-from .gaussian import compound_symmetric_loglik, simulate_compound_symmetric
+from ..checks import Predictive, part_values
+from .gaussian import (
+    compound_symmetric_loglik,
+    random_slopes_marginal_loglik,
+    simulate_compound_symmetric,
+)
 
 # order of the correlated person-level paths
 EFFECTS = ("a", "b", "c_prime")
@@ -170,17 +174,20 @@ def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
         pm.Deterministic("sd_person", sds * scales, dims="effect")
         pm.Deterministic("corr_person", corr, dims=("effect", "effect_"))
 
-        mu_m = dm + (a + u[pj, 0]) * x
-        mu_y = dy + (b + u[py, 1]) * my + (c_prime + u[py, 2]) * xy
+        # the fixed parts of each row's mean; the person's paths u are added below
+        fixed_m = dm + a * x
+        fixed_y = dy + b * my + c_prime * xy
         if spec.centre:
-            mu_m += pm.Normal("a_between", 0.0, sm / sx) * data.x_mean[pj]
+            fixed_m += pm.Normal("a_between", 0.0, sm / sx) * data.x_mean[pj]
             c_between = pm.Normal("c_prime_between", 0.0, sy / sx)
             b_between = pm.Normal("b_between", 0.0, sy / sm)
-            mu_y += c_between * data.x_mean[py] + b_between * m_mean[py]
+            fixed_y += c_between * data.x_mean[py] + b_between * m_mean[py]
         if spec.time:
             st = max(data.time.std(), 1e-9)
-            mu_m += pm.Normal("time_m", 0.0, m.std() / st) * data.time
-            mu_y += pm.Normal("time_y", 0.0, sy / st) * data.time[has_y]
+            fixed_m += pm.Normal("time_m", 0.0, m.std() / st) * data.time
+            fixed_y += pm.Normal("time_y", 0.0, sy / st) * data.time[has_y]
+        mu_m = fixed_m + u[pj, 0] * x
+        mu_y = fixed_y + u[py, 1] * my + u[py, 2] * xy
         sigma_m, sd_dm = pm.HalfNormal("sigma_m", m.std()), pm.HalfNormal("sd_dm", m.std())
         sigma_y, sd_dy = pm.HalfNormal("sigma_y", sy), pm.HalfNormal("sd_dy", sy)
         ll_m = compound_symmetric_loglik(m_data - mu_m, pj, n, sigma_m, sd_dm)
@@ -188,9 +195,34 @@ def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
         model.predictive_parts = {
             "m": {"mean": mu_m, "sigma": sigma_m, "sd_level": sd_dm},
             "y": {"mean": mu_y, "sigma": sigma_y, "sd_level": sd_dy}}
-        pm.Potential("loglik", ll_m.sum() + ll_y.sum())
-        pm.Deterministic("loglik_person", ll_m + ll_y, dims="person")
+        model.fixed_parts = {"m": fixed_m, "y": fixed_y}  # for person_loglik
+        # 1 per person; 0 leaves the person out (exact K-fold refits swap it)
+        weight = pm.Data("patient_weight", np.ones(n))
+        pm.Potential("loglik", (weight * (ll_m + ll_y)).sum())
     return model
+
+
+def person_loglik(model: pm.Model, post: xr.Dataset, data: WithinData) -> xr.DataArray:
+    """Each person's log density of their m and y rows per draw, with their paths
+    (a_j, b_j, c'_j) and intercepts integrated out (gaussian.random_slopes_marginal_loglik):
+    the per-person density for leave-one-person-out. Given the sampled paths, a person's
+    own rows would dominate their importance weights."""
+    has_y = ~np.isnan(data.y)
+    fixed = part_values(model, model.fixed_parts, post)
+    flat = {v: post[v].to_numpy().reshape(-1, *post[v].shape[2:])
+            for v in ("sd_person", "corr_person", "sigma_m", "sd_dm", "sigma_y", "sd_dy")}
+    sd = flat["sd_person"]
+    cov_u = sd[:, :, None] * flat["corr_person"] * sd[:, None, :]
+    zero_m, zero_y = np.zeros(len(data.m)), np.zeros(int(has_y.sum()))
+    blocks = [
+        (data.m - fixed["m"], np.column_stack([data.x, zero_m, zero_m]), data.person,
+         flat["sigma_m"], flat["sd_dm"]),
+        (data.y[has_y] - fixed["y"],
+         np.column_stack([zero_y, data.m_within[has_y], data.x[has_y]]),
+         data.person[has_y], flat["sigma_y"], flat["sd_dy"])]
+    ll = random_slopes_marginal_loglik(blocks, cov_u, data.n_persons)
+    return xr.DataArray(ll.reshape(post.sizes["chain"], post.sizes["draw"], -1),
+                        dims=("chain", "draw", "person"))
 
 
 def predictive(data: WithinData, spec: WithinSpec, model: pm.Model,
