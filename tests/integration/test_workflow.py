@@ -256,6 +256,13 @@ def test_model_checks_for_every_fit_and_in_every_report(project):
                                                          "depression"}}[analysis] == set(blocks)
     html = (work / "reports" / "trials" / "synthetic_small_trial.html").read_text()
     assert html.count("Model checks") >= 4 and "Prior sensitivity" in html
+    # growth and moderation model the same outcome sessions: compared on their elpd
+    comparison = pd.read_csv(fits / "trials" / "synthetic_small_trial" / "comparison.csv")
+    assert set(comparison["analysis"]) == {"growth", "moderation"}
+    assert comparison["weight"].sum() == pytest.approx(1.0, abs=1e-6)
+    assert "Comparing analyses of the same data" in html
+    weekly = pd.read_csv(fits / "trials" / "synthetic_small_weekly" / "comparison.csv")
+    assert weekly.empty  # RI-CLPM and within-person mediation model different data
     assert "Model checks</th>" in (work / "reports" / "index.html").read_text()
 
 

@@ -24,6 +24,7 @@ from allianceflow.models.bias import p_interval, selected_draws
 from allianceflow.models.gaussian import (
     simulate_compound_symmetric,
     simulate_intercept_slope,
+    simulate_random_slopes,
 )
 from allianceflow.models.meta import MetaPriors, ModelSpec, build_model, pointwise_loglik
 from allianceflow.models.meta import predictive as meta_predictive
@@ -101,6 +102,14 @@ def test_trial_simulators_match_the_covariance_the_likelihoods_assume():
     cs = simulate_compound_symmetric({"mean": np.zeros((n, 3)), "sigma": np.full(n, 0.7),
                                       "sd_level": np.full(n, 1.1)}, patient, 1, rng)
     assert empirical_cov(cs) == pytest.approx(0.49 * np.eye(3) + 1.21, abs=0.05)
+    loads = np.array([[0.5, 0.0], [-1.0, 0.3], [0.2, 1.0]])  # rows' loadings on 2 slopes
+    cov_u = np.array([[0.8, 0.3], [0.3, 0.5]])
+    rs = simulate_random_slopes({"mean": np.zeros((n, 3)), "sigma": np.full(n, 0.7),
+                                 "sd_level": np.full(n, 1.1),
+                                 "cov_u": np.broadcast_to(cov_u, (n, 2, 2))}, loads, patient,
+                                1, rng)
+    assert empirical_cov(rs) == pytest.approx(0.49 * np.eye(3) + 1.21
+                                              + loads @ cov_u @ loads.T, abs=0.05)
 
     k, t = 2, 3
     phi = np.array([[0.4, -0.2], [0.15, 0.3]])

@@ -3,6 +3,7 @@ marginal densities against dense algebra, the weights that leave a patient out, 
 refits against PSIS-LOO on a small trial."""
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 import pytest
@@ -10,10 +11,17 @@ import xarray as xr
 from allianceflow import synthetic
 from allianceflow.analyses import find_analysis
 from allianceflow.analysis_stage import LEAVE_OUTS
+from allianceflow.checks import compare_models, stacking_weights
 from allianceflow.fitting import SamplerSettings, sample
 from allianceflow.models import riclpm
 from allianceflow.models.gaussian import random_slopes_marginal_loglik
-from allianceflow.trial_kfold import KfoldSettings, assign_folds, kfold_table, psis_pointwise
+from allianceflow.trial_kfold import (
+    KfoldSettings,
+    assign_folds,
+    compare_analyses,
+    kfold_table,
+    psis_pointwise,
+)
 from allianceflow.trials import load_trial
 from scipy import stats
 from scipy.special import logsumexp
@@ -181,3 +189,38 @@ def test_exact_refits_agree_with_psis_where_pareto_k_is_low(small_trials):
     assert (done["fold_divergences"] == 0).all()
     untouched = table[table["method"] == "psis"]
     assert (untouched["elpd"] == untouched["elpd_psis"]).all()
+
+
+def test_stacking_weights_match_arviz_on_the_same_pointwise_elpd():
+    """Half the units come from N(0, 1), half from N(0, 3): each of two fixed models
+    fits one half, so stacking mixes them; ArviZ's compare gives the reference."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(0, 1, 40), rng.normal(0, 3, 40)])
+    logliks = {"narrow": stats.norm(0, 1).logpdf(y), "wide": stats.norm(0, 2).logpdf(y)}
+    logliks = {k: v[None, None, :] + rng.normal(0, 0.05, (2, 200, len(y)))
+               for k, v in logliks.items()}
+    reference = compare_models(logliks, "unit").set_index("model")["weight"]
+    pointwise = [psis_pointwise(ll.reshape(-1, len(y)))[0] for ll in logliks.values()]
+    weights = stacking_weights(np.column_stack(pointwise))
+    assert 0.05 < weights[0] < 0.5
+    assert weights == pytest.approx(reference[list(logliks)].to_numpy(), abs=1e-3)
+
+
+def test_analyses_are_compared_only_with_analyses_of_the_same_data():
+    rng = np.random.default_rng(2)
+    base = rng.normal(-10, 2, 50)
+
+    def kfold(shift, signature):
+        return pd.DataFrame({"unit": np.arange(50), "elpd": base + shift
+                             + rng.normal(0, 0.1, 50), "method": "psis",
+                             "data_signature": signature})
+
+    table = compare_analyses({"growth": kfold(0.0, "a"), "moderation": kfold(-0.2, "a"),
+                              "early_alliance": kfold(5.0, "b")})
+    assert list(table["analysis"]) == ["growth", "moderation"]
+    best, other = table.iloc[0], table.iloc[1]
+    assert best["elpd_diff"] == 0 and best["dse"] == 0
+    assert other["elpd_diff"] == pytest.approx(10.0, abs=1.5)
+    assert other["dse"] == pytest.approx(np.sqrt(50) * np.sqrt(2) * 0.1, rel=0.3)
+    assert best["weight"] + other["weight"] == pytest.approx(1.0)
+    assert best["weight"] > 0.9

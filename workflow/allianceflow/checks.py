@@ -29,6 +29,7 @@ import pytensor.tensor as pt
 import xarray as xr
 from pytensor.graph.traversal import ancestors
 from pytensor.tensor.random.op import RandomVariable
+from scipy import optimize
 
 from .io import write_csv, write_json
 
@@ -493,6 +494,22 @@ def write_check_outputs(checks: list[tuple[dict[str, Any], dict[str, pd.DataFram
     models = {s["model"]: s for s, _ in checks}
     write_json({**about, "passed": all(s["passed"] for s in models.values()),
                 "models": models}, out_dir / "checks.json")
+
+
+def stacking_weights(pointwise: np.ndarray) -> np.ndarray:
+    """Stacking weights (Yao et al. 2018) from pointwise leave-out elpd (units, models):
+    the weights on the simplex maximising sum_i log sum_k w_k exp(elpd_ik)."""
+    top = pointwise.max(axis=1, keepdims=True)
+    dens = np.exp(pointwise - top)
+
+    def loss(z):
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        return -np.sum(np.log(dens @ w))
+
+    z = optimize.minimize(loss, np.zeros(pointwise.shape[1]), method="BFGS").x
+    w = np.exp(z - z.max())
+    return w / w.sum()
 
 
 def compare_models(logliks: dict[str, np.ndarray], unit: str) -> pd.DataFrame:

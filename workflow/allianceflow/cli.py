@@ -61,6 +61,12 @@ def cmd_kfold_trial_analysis(args) -> None:
                          args.analysis, args.out, _settings(args))
 
 
+def cmd_compare_trial(args) -> None:
+    from .trial_kfold import compare_trial
+
+    compare_trial(args.kfold, args.out)
+
+
 def cmd_sbc_batch(args) -> None:
     from .sbc import sbc_batch
 
@@ -150,6 +156,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--settings", required=True,
                    help="JSON object with the validated sampler and checks settings")
     s.set_defaults(func=cmd_kfold_trial_analysis)
+
+    s = sub.add_parser("compare-trial",
+                       help="compare a trial's analyses of the same data (comparison.csv)")
+    s.add_argument("--kfold", nargs="*", default=[], help="the analyses' kfold.csv files")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_compare_trial)
 
     s = sub.add_parser("sbc-batch", help="simulation-based calibration: one job's simulations")
     s.add_argument("--family", required=True)

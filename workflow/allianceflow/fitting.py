@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -101,10 +102,20 @@ class LeaveOut:
     """A trial model built for leave-patients-out refits: `model` has a pm.Data
     `patient_weight` (one per unit, 0 = left out); `loglik` gives each unit's
     log-likelihood (chain, draw, unit) from a posterior, in the order of the fit's
-    log_likelihood group."""
+    log_likelihood group; `data`: the arrays that log-likelihood covers and conditions
+    on (two analyses with the same arrays model the same data and can be compared)."""
     model: pm.Model
     n_units: int
     loglik: Callable[[xr.Dataset], xr.DataArray]
+    data: tuple[np.ndarray, ...] = ()
+
+    def signature(self) -> str:
+        digest = hashlib.sha256()
+        for array in self.data:
+            a = np.ascontiguousarray(np.asarray(array, dtype=float))
+            digest.update(str(a.shape).encode())
+            digest.update(np.nan_to_num(a, nan=-1e300).tobytes())
+        return digest.hexdigest()[:16]
 
 
 class Refitter:

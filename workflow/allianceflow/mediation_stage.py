@@ -86,14 +86,16 @@ def sequential_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = sequential_spec(analysis, info)
     data = seq.prepare(sessions, patients, spec)
     return LeaveOut(seq.build_model(data, spec), data.n_patients,
-                    lambda post: seq.patient_loglik(post, data, spec))
+                    lambda post: seq.patient_loglik(post, data, spec),
+                    tuple(a for r in data.measures.values() for a in (r.patient, r.f, r.value)))
 
 
 def within_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = within_spec(analysis)
     data = within.prepare(within.lagged_rows(sessions, spec), spec)
     model = within.build_model(data, spec)
-    return LeaveOut(model, data.n_persons, lambda post: within.person_loglik(model, post, data))
+    return LeaveOut(model, data.n_persons, lambda post: within.person_loglik(model, post, data),
+                    (data.person, data.x, data.m, data.y))
 
 
 LEAVE_OUTS = {"sequential_mediation": sequential_leave_out,

@@ -182,6 +182,17 @@ def patient_cv_table(kfold: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def trial_comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """comparison.csv as shown: one block of rows per group of analyses of the same data."""
+    out = comparison.copy()
+    out["group"] = out.groupby("group", sort=False).ngroup() + 1
+    for col in ("elpd", "se", "elpd_diff", "dse"):
+        out[col] = out[col].map(lambda x: f"{x:.1f}")
+    out["weight"] = out["weight"].map(lambda x: f"{x:.2f}")
+    return out[["group", "analysis", "elpd", "se", "elpd_diff", "dse", "weight", "patients",
+                "refitted"]]
+
+
 def show_patient_cv(kfold_csv: str | Path) -> None:
     from IPython.display import Markdown, display
 

@@ -39,7 +39,7 @@ from .models import early_alliance as early
 from .models import growth, riclpm
 from .models import sequential_mediation as seq
 from .models import within_mediation as within
-from .models.gaussian import simulate_normal
+from .models.gaussian import simulate_compound_symmetric, simulate_normal
 from .models.meta import MetaPriors, build_model
 from .models.meta import predictive as meta_predictive
 
@@ -276,12 +276,13 @@ def sequential_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd
     spec = sequential_spec(analysis, info)
     data = seq.prepare(sessions, patients, spec)
     model = seq.build_model(data, spec)
-    blocks = seq.predictive(data, spec, model, {})
-    parts = {f"{k}|{p}": t for k, b in blocks.items() for p, t in b.parts.items()}
+    # given the prior draw's own latent changes
+    parts = {f"{k}|{p}": t for k, b in model.predictive_parts.items() for p, t in b.items()}
 
     def simulate(v, rng):
-        return {f"value[{k}]": one(b.simulate({p: v[f"{k}|{p}"] for p in b.parts}, rng))
-                for k, b in blocks.items()}
+        return {f"value[{k}]": one(simulate_compound_symmetric(
+            {p: v[f"{k}|{p}"] for p in model.predictive_parts[k]}, rows.patient,
+            data.n_patients, rng)) for k, rows in data.measures.items()}
 
     return SbcCase("sequential_mediation", model, [Step(parts, simulate)])
 
@@ -295,18 +296,18 @@ def within_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Dat
     spec = within_spec(analysis)
     data = within.prepare(within.lagged_rows(sessions, spec), spec)
     model = within.build_model(data, spec)
-    blocks = within.predictive(data, spec, model, {})
     has_y = ~np.isnan(data.y)
+    parts = model.predictive_parts  # given the prior draw's own person paths
 
     def simulate_m(v, rng):
-        m = one(blocks["m"].simulate(v, rng))
+        m = one(simulate_compound_symmetric(v, data.person, data.n_persons, rng))
         m_within, m_mean = within.centred(data.person, m, data.n_persons, spec.centre)
         return {"m": m, "m_within_y": m_within[has_y], "m_mean": m_mean}
 
     return SbcCase("within_mediation", model, [
-        Step(blocks["m"].parts, simulate_m),
-        Step(blocks["y"].parts, lambda v, rng: {"y": one(blocks["y"].simulate(v, rng))},
-             after_data=True)])
+        Step(parts["m"], simulate_m),
+        Step(parts["y"], lambda v, rng: {"y": one(simulate_compound_symmetric(
+            v, data.person[has_y], data.n_persons, rng))}, after_data=True)])
 
 
 TRIAL_CASES = {"growth": growth_case, "moderation": growth_case, "early_alliance": early_case,

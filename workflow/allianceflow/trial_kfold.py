@@ -37,7 +37,7 @@ import xarray as xr
 
 from .analyses import find_analysis
 from .analysis_stage import LEAVE_OUTS
-from .checks import log_mean_exp, psis_weights
+from .checks import log_mean_exp, psis_weights, stacking_weights
 from .fitting import LeaveOut, Refitter, SamplerSettings
 from .io import write_csv
 
@@ -129,12 +129,57 @@ def kfold_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     loglik = ll.to_numpy().reshape(ll.sizes["chain"] * ll.sizes["draw"], -1)
     sampler = SamplerSettings.from_config(config["sampler"])
 
-    def leave_out() -> LeaveOut:
-        sessions = pd.read_csv(sessions_csv, dtype={"patient": str})
-        patients = pd.read_csv(patients_csv, dtype={"patient": str})
-        return LEAVE_OUTS[analysis["type"]](analysis, info, sessions, patients)
-
+    sessions = pd.read_csv(sessions_csv, dtype={"patient": str})
+    patients = pd.read_csv(patients_csv, dtype={"patient": str})
+    lo = LEAVE_OUTS[analysis["type"]](analysis, info, sessions, patients)
     table = kfold_table(loglik, KfoldSettings.from_config(config["checks"]), sampler.seed,
-                        leave_out, sampler)
-    write_csv(table.assign(trial=info["name"], analysis=analysis_name), out_csv)
+                        lambda: lo, sampler)
+    table = table.assign(trial=info["name"], analysis=analysis_name,
+                         data_signature=lo.signature())
+    write_csv(table, out_csv)
     return table
+
+
+# ---- comparing analyses of the same data ----------------------------------------------
+
+
+def compare_analyses(kfolds: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Analyses of one trial whose per-patient data are the same (equal `data_signature`,
+    e.g. growth and moderation of one outcome), compared on their leave-patients-out
+    elpd (exact where refitted): total, SE, difference from the best and its SE (paired
+    over patients), and stacking weights. One row per analysis in a group of two or more."""
+    columns = ["group", "analysis", "rank", "elpd", "se", "elpd_diff", "dse", "weight",
+               "patients", "refitted"]
+    by_signature: dict[str, list[str]] = {}
+    for name, table in kfolds.items():
+        by_signature.setdefault(str(table["data_signature"].iloc[0]), []).append(name)
+    rows = []
+    for signature, names in by_signature.items():
+        if len(names) < 2:
+            continue
+        pointwise = np.column_stack([kfolds[n].sort_values("unit")["elpd"].to_numpy()
+                                     for n in names])
+        n_units = len(pointwise)
+        totals = pointwise.sum(axis=0)
+        best = int(np.argmax(totals))
+        weights = stacking_weights(pointwise)
+        for rank, k in enumerate(np.argsort(-totals)):
+            diff = pointwise[:, best] - pointwise[:, k]
+            rows.append({"group": signature, "analysis": names[k], "rank": rank,
+                         "elpd": totals[k],
+                         "se": float(np.sqrt(n_units * pointwise[:, k].var(ddof=1))),
+                         "elpd_diff": float(diff.sum()),
+                         "dse": float(np.sqrt(n_units * diff.var(ddof=1))),
+                         "weight": float(weights[k]), "patients": n_units,
+                         "refitted": int((kfolds[names[k]]["method"] == "exact").sum())})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def compare_trial(kfold_csvs: list[str | Path], out_csv: str | Path) -> pd.DataFrame:
+    kfolds = {}
+    for path in kfold_csvs:
+        table = pd.read_csv(path, dtype={"data_signature": str})
+        kfolds[str(table["analysis"].iloc[0])] = table
+    comparison = compare_analyses(kfolds)
+    write_csv(comparison, out_csv)
+    return comparison

@@ -64,6 +64,7 @@ rule report_review:
 rule report_trial:
     input:
         unpack(trial_fits),
+        comparison="data/fits/trials/{trial}/comparison.csv",
         template="workflow/notebooks/trial.ipynb",
         sessions="data/clean/trials/{trial}/sessions.csv",
         patients="data/clean/trials/{trial}/patients.csv",
@@ -88,6 +89,7 @@ rule report_trial:
                 "patients_csv": input.patients,
                 "info_json": input.info,
                 "truth_yaml": input.truth[0] if input.truth else "",
+                "comparison_csv": input.comparison,
                 # analysis name -> its fit folder under data/fits/trials/<trial>/
                 "analysis_dirs": {
                     Path(s).parent.name: str(Path(s).parent) for s in input.summaries

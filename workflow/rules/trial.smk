@@ -3,7 +3,8 @@
 # mediation on latent change scores and within-person (1-1-1) mediation. The package
 # picks the model by the analysis's type. Writes summary.csv, diagnostics.json,
 # posterior.nc and provenance.json per analysis, and (rule kfold_trial_analysis) the
-# leave-patients-out refits where PSIS-LOO by patient is not reliable, kfold.csv.
+# leave-patients-out refits where PSIS-LOO by patient is not reliable, kfold.csv, and
+# (rule compare_trial) the comparison of a trial's analyses of the same data.
 
 
 rule fit_trial_analysis:
@@ -93,4 +94,28 @@ rule kfold_trial_analysis:
         "python -m allianceflow kfold-trial-analysis --sessions {input.sessions:q}"
         " --patients {input.patients:q} --info {input.info:q} --posterior {input.posterior:q}"
         " --analysis {wildcards.analysis:q} --settings {params.settings:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule compare_trial:
+    input:
+        kfold=lambda wildcards: trial_fits(wildcards)["kfold"],
+        code=package_code("trial_kfold.py", "checks.py"),
+    output:
+        report(
+            "data/fits/trials/{trial}/comparison.csv",
+            caption="../report/trial_comparison.rst",
+            category="Trials",
+            subcategory="{trial}",
+            labels={"trial": "{trial}", "analysis": "all", "table": "model comparison"},
+        ),
+    log:
+        "logs/kfold/trials/{trial}/comparison.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m allianceflow compare-trial --kfold {input.kfold:q} --out {output:q}"
         " > {log:q} 2>&1"

@@ -116,6 +116,21 @@ def simulate_intercept_slope(parts: dict[str, np.ndarray], f: np.ndarray, patien
     return mean + level[:, patient] + slope[:, patient] * f + noise
 
 
+def simulate_random_slopes(parts: dict[str, np.ndarray], z: np.ndarray, patient: np.ndarray,
+                           n_patients: int, rng: np.random.Generator) -> np.ndarray:
+    """mean + z u_i + a Normal(0, sd_level) level per patient + Normal(0, sigma) per row,
+    u_i ~ Normal(0, cov_u) drawn afresh for each patient (z: rows x q, each row's loading
+    on u): the model behind random_slopes_marginal_loglik, one block.
+    parts: mean (draws, n), sigma, sd_level, cov_u (draws, q, q)."""
+    mean = parts["mean"]
+    draws = mean.shape[0]
+    cov = np.asarray(parts["cov_u"]).reshape(draws, z.shape[1], z.shape[1])
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(z.shape[1]))
+    u = np.einsum("dij,dpj->dpi", chol, rng.standard_normal((draws, n_patients, z.shape[1])))
+    slopes = np.einsum("rq,drq->dr", z, u[:, patient])
+    return simulate_compound_symmetric(parts, patient, n_patients, rng) + slopes
+
+
 def simulate_normal(parts: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """mean + Normal(0, sd) per value. parts: mean (draws, n), sd (per draw or per value)."""
     mean = parts["mean"]

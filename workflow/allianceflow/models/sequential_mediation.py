@@ -48,7 +48,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from ..checks import Predictive
-from .gaussian import compound_symmetric_loglik, simulate_compound_symmetric
+from .gaussian import compound_symmetric_loglik, simulate_random_slopes
 
 
 @dataclass(frozen=True)
@@ -127,46 +127,65 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
         model.predictive_parts = parts
         # 1 per patient; 0 leaves the patient out (exact K-fold refits swap it)
         weight = pm.Data("patient_weight", np.ones(data.n_patients))
-        for k in (*spec.mediators, spec.y):
+        measures = (*spec.mediators, spec.y)
+        # the path model as Delta = c + D Delta + r, for the mixed replicates below
+        base, paths = [], pt.zeros((len(measures), len(measures)))
+        sd_change, mu_level = [], []
+        for ki, k in enumerate(measures):
             s = sd[k]
             is_y = k == spec.y
             pred = pm.Normal(f"alpha[{k}]", 0.0, s)
             pred += pm.Normal("c_prime" if is_y else f"a[{k}]", 0.0, s) * data.x
+            from_changes = 0.0
             for j in (spec.mediators if is_y else spec.mediators[:spec.mediators.index(k)]):
                 name = f"b[{j}]" if is_y else f"d[{j}->{k}]"
-                pred += pm.Normal(name, 0.0, s / sd[j]) * change[j]
+                coef = pm.Normal(name, 0.0, s / sd[j])
+                paths = pt.set_subtensor(paths[ki, measures.index(j)], coef)
+                from_changes += coef * change[j]
             if data.w.shape[1]:
                 g = pm.Normal(f"g[{k}]", 0.0, s, shape=data.w.shape[1])
                 pred += pt.dot(data.w, g)
+            base.append(pred)
             # centred: each change is measured by several sessions, so the data pin it
             # down more than the path model does (non-centred mixed worse, see note above)
-            change[k] = pm.Normal(f"change[{k}]", pred, pm.HalfNormal(f"sd_change[{k}]", s),
+            sd_change.append(pm.HalfNormal(f"sd_change[{k}]", s))
+            change[k] = pm.Normal(f"change[{k}]", pred + from_changes, sd_change[-1],
                                   dims="patient")
             rows = data.measures[k]
-            expected = (pm.Normal(f"mu_level[{k}]", mean[k], 2 * s)
-                        + rows.f * change[k][rows.patient])
+            mu_level.append(pm.Normal(f"mu_level[{k}]", mean[k], 2 * s))
+            expected = mu_level[-1] + rows.f * change[k][rows.patient]
             sigma, sd_level = pm.HalfNormal(f"sigma[{k}]", s), pm.HalfNormal(f"sd_level[{k}]", s)
             value = pm.Data(f"value[{k}]", rows.value)  # data, so that SBC can swap them
             ll = compound_symmetric_loglik(value - expected, rows.patient,
                                            data.n_patients, sigma, sd_level)
             parts[k] = {"mean": expected, "sigma": sigma, "sd_level": sd_level}
             pm.Potential(f"loglik[{k}]", (weight * ll).sum())
+        # each patient's changes drawn again from the path model: Delta ~ N(m_i, S) with
+        # m_i = (I - D)^-1 c_i and S = (I - D)^-1 diag(sd_change^2) (I - D)^-T
+        inv = pt.linalg.inv(pt.eye(len(measures)) - paths)
+        m = pt.stack(base, axis=1) @ inv.T
+        cov = inv @ pt.diag(pt.stack(sd_change) ** 2) @ inv.T
+        model.mixed_parts = {k: {
+            "mean": mu_level[ki] + data.measures[k].f * m[data.measures[k].patient, ki],
+            "sigma": parts[k]["sigma"], "sd_level": parts[k]["sd_level"],
+            "cov_u": cov[ki:ki + 1, ki:ki + 1]} for ki, k in enumerate(measures)}
     return model
 
 
 def predictive(data: SequentialData, spec: SequentialSpec, model: pm.Model,
                ranges: dict[str, list[float]]) -> dict[str, Predictive]:
-    """Replicated sessions of every measure: each patient's level drawn again around
-    the latent change the model inferred for them."""
+    """Replicated sessions of every measure: each patient's change drawn again from the
+    path model (given treatment and covariates) and their level around it (mixed
+    replicates: a replicate does not know the patient's own change, so LOO-PIT by
+    patient can be judged)."""
     blocks = {}
     for k, rows in data.measures.items():
         blocks[k] = Predictive(
             observed=rows.value, group=rows.patient, cluster=rows.patient,
-            parts=model.predictive_parts[k],
-            simulate=lambda v, rng, rows=rows: simulate_compound_symmetric(
-                v, rows.patient, data.n_patients, rng),
-            label=k, bounds=tuple(ranges.get(k, (-np.inf, np.inf))), group_name="patient",
-            conditional_on_units=True)  # replicates keep each patient's latent changes
+            parts=model.mixed_parts[k],
+            simulate=lambda v, rng, rows=rows: simulate_random_slopes(
+                v, rows.f[:, None], rows.patient, data.n_patients, rng),
+            label=k, bounds=tuple(ranges.get(k, (-np.inf, np.inf))), group_name="patient")
     return blocks
 
 

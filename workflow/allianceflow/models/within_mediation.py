@@ -55,7 +55,7 @@ from ..checks import Predictive, part_values
 from .gaussian import (
     compound_symmetric_loglik,
     random_slopes_marginal_loglik,
-    simulate_compound_symmetric,
+    simulate_random_slopes,
 )
 
 # order of the correlated person-level paths
@@ -196,6 +196,12 @@ def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
             "m": {"mean": mu_m, "sigma": sigma_m, "sd_level": sd_dm},
             "y": {"mean": mu_y, "sigma": sigma_y, "sd_level": sd_dy}}
         model.fixed_parts = {"m": fixed_m, "y": fixed_y}  # for person_loglik
+        # the paths drawn afresh per person (mixed replicates, for LOO-PIT by person)
+        scaled = chol * scales[:, None]
+        cov_u = scaled @ scaled.T
+        model.mixed_parts = {
+            "m": {"mean": fixed_m, "sigma": sigma_m, "sd_level": sd_dm, "cov_u": cov_u},
+            "y": {"mean": fixed_y, "sigma": sigma_y, "sd_level": sd_dy, "cov_u": cov_u}}
         # 1 per person; 0 leaves the person out (exact K-fold refits swap it)
         weight = pm.Data("patient_weight", np.ones(n))
         pm.Potential("loglik", (weight * (ll_m + ll_y)).sum())
@@ -227,17 +233,21 @@ def person_loglik(model: pm.Model, post: xr.Dataset, data: WithinData) -> xr.Dat
 
 def predictive(data: WithinData, spec: WithinSpec, model: pm.Model,
                ranges: dict[str, list[float]]) -> dict[str, Predictive]:
-    """Replicated mediator and outcome: each person's intercepts drawn again, given
-    the person's own paths a_j, b_j, c'_j and the observed x (and m, for y)."""
+    """Replicated mediator and outcome, each person's intercepts and paths (a_j, b_j,
+    c'_j) drawn again (mixed replicates: a replicate does not know the person's own
+    paths, so LOO-PIT by person can be judged), given the observed x (and m, for y)."""
     has_y = ~np.isnan(data.y)
-    rows = {"m": (data.m, data.person, spec.m), "y": (data.y[has_y], data.person[has_y], spec.y)}
+    zero_m, zero_y = np.zeros(len(data.m)), np.zeros(int(has_y.sum()))
+    rows = {"m": (data.m, data.person, spec.m, np.column_stack([data.x, zero_m, zero_m])),
+            "y": (data.y[has_y], data.person[has_y], spec.y,
+                  np.column_stack([zero_y, data.m_within[has_y], data.x[has_y]]))}
     return {key: Predictive(
-        observed=values, group=person, cluster=person, parts=model.predictive_parts[key],
-        simulate=lambda v, rng, person=person: simulate_compound_symmetric(
-            v, person, data.n_persons, rng),
+        observed=values, group=person, cluster=person, parts=model.mixed_parts[key],
+        simulate=lambda v, rng, person=person, z=z: simulate_random_slopes(
+            v, z, person, data.n_persons, rng),
         label=measure, bounds=tuple(ranges.get(measure, (-np.inf, np.inf))),
-        group_name="person", conditional_on_units=True)  # keeps each person's own paths
-        for key, (values, person, measure) in rows.items()}
+        group_name="person")
+        for key, (values, person, measure, z) in rows.items()}
 
 
 def derived_quantities(post: xr.Dataset, spec: WithinSpec) -> xr.Dataset:
