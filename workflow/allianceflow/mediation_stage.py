@@ -85,7 +85,7 @@ FITS = {"sequential_mediation": fit_sequential, "within_mediation": fit_within_a
 def sequential_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = sequential_spec(analysis, info)
     data = seq.prepare(sessions, patients, spec)
-    return LeaveOut(seq.build_model(data, spec), data.n_patients,
+    return LeaveOut(seq.build_model(data, spec, weighted=True), data.n_patients,
                     lambda post: seq.patient_loglik(post, data, spec),
                     tuple(a for r in data.measures.values() for a in (r.patient, r.f, r.value)))
 
@@ -93,7 +93,7 @@ def sequential_leave_out(analysis, info, sessions, patients) -> LeaveOut:
 def within_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = within_spec(analysis)
     data = within.prepare(within.lagged_rows(sessions, spec), spec)
-    model = within.build_model(data, spec)
+    model = within.build_model(data, spec, weighted=True)
     return LeaveOut(model, data.n_persons, lambda post: within.person_loglik(model, post, data),
                     (data.person, data.x, data.m, data.y))
 

@@ -165,7 +165,7 @@ def growth_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = growth_spec(analysis, info)
     data = growth.prepare(sessions, patients, spec)
     has_y = growth.outcome_rows(data)
-    return LeaveOut(growth.build_model(data, spec), data.n_patients,
+    return LeaveOut(growth.build_model(data, spec, weighted=True), data.n_patients,
                     lambda post: post["loglik_patient"],
                     (data.patient[has_y], data.f[has_y], data.y[has_y], data.patient,
                      data.f, data.alliance))
@@ -174,7 +174,7 @@ def growth_leave_out(analysis, info, sessions, patients) -> LeaveOut:
 def early_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = early_spec(analysis, info)
     data = early.prepare(sessions, patients, spec)
-    return LeaveOut(early.build_model(data, spec), data.n_patients,
+    return LeaveOut(early.build_model(data, spec, weighted=True), data.n_patients,
                     lambda post: post["loglik_patient"],
                     (data.patient, data.g, data.y, data.early))
 
@@ -182,7 +182,7 @@ def early_leave_out(analysis, info, sessions, patients) -> LeaveOut:
 def riclpm_leave_out(analysis, info, sessions, patients) -> LeaveOut:
     spec = riclpm_spec(analysis, info)
     data = riclpm.prepare(sessions, spec)
-    return LeaveOut(riclpm.build_model(data, spec), data.values.shape[0],
+    return LeaveOut(riclpm.build_model(data, spec, weighted=True), data.values.shape[0],
                     lambda post: riclpm.observed_loglik(post, data),
                     (data.values * data.sds + data.means, data.last))
 

@@ -49,6 +49,8 @@ from .multilevel import (
     group_intercepts,
     pair_prior,
     patient_design,
+    patient_weight,
+    weighted_total,
 )
 
 
@@ -133,9 +135,10 @@ def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
     return true, sd
 
 
-def build_model(data: EarlyData, spec: EarlySpec) -> pm.Model:
+def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.Model:
     """Sampled at the middle of the outcome rows' time (g - g_mid), where level and slope
-    are nearly uncorrelated; the end-of-treatment effects are derived from them."""
+    are nearly uncorrelated; the end-of-treatment effects are derived from them.
+    `weighted`: a weight per patient on the outcome's likelihood (K-fold refits)."""
     s_y = float(data.y.std())
     s_a = float(np.nanstd(data.early)) or 1.0
     names, x = data.design.names, data.design.x
@@ -170,9 +173,9 @@ def build_model(data: EarlyData, spec: EarlySpec) -> pm.Model:
         ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g,
                                     sigma**2 * np.ones(len(data.y)), pj, data.n_patients,
                                     sd0, sd1, rho)
-        # 1 per patient; 0 leaves the patient's outcome out (exact K-fold refits swap it)
-        weight = pm.Data("patient_weight", np.ones(data.n_patients))
-        pm.Potential("outcome_loglik", (weight * ll).sum())
+        # K-fold refits weigh each patient's outcome (0 = left out)
+        pm.Potential("outcome_loglik",
+                     weighted_total(ll, patient_weight(data.n_patients, weighted)))
         pm.Deterministic("loglik_patient", ll)
         model.predictive_parts["outcome"] = {"mean": mean, "var": sigma**2, "sd_level": sd0,
                                              "sd_slope": sd1, "rho": rho}

@@ -78,6 +78,8 @@ from .multilevel import (
     group_intercepts,
     pair_prior,
     patient_design,
+    patient_weight,
+    weighted_total,
 )
 
 
@@ -236,11 +238,12 @@ def predictive(data: GrowthData, spec: GrowthSpec, model: pm.Model,
     return blocks
 
 
-def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = None
-                ) -> pm.Model:
+def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = None,
+                weighted: bool = False) -> pm.Model:
     """The joint alliance-outcome model. `shown`: patients (indices) whose expected
     outcome trajectory the report draws; their fixed-part level and slope and the
-    conditional distribution of their random level and slope are kept per draw."""
+    conditional distribution of their random level and slope are kept per draw.
+    `weighted`: a weight per patient on the outcome's likelihood (K-fold refits)."""
     y_obs = data.y[~np.isnan(data.y)]
     a_obs = data.alliance[~np.isnan(data.alliance)]
     s_y, s_a = float(y_obs.std()), float(a_obs.std())
@@ -312,9 +315,9 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
         var_y = sigma**2 + b_w_rows**2 * extra
         ll = intercept_slope_loglik(resid, f[has_y], var_y, pj[has_y], data.n_patients,
                                     sd0, sd1, rho)
-        # 1 per patient; 0 leaves the patient's outcome out (exact K-fold refits swap it)
-        weight = pm.Data("patient_weight", np.ones(data.n_patients))
-        pm.Potential("outcome_loglik", (weight * ll).sum())
+        # K-fold refits weigh each patient's outcome (0 = left out)
+        pm.Potential("outcome_loglik",
+                     weighted_total(ll, patient_weight(data.n_patients, weighted)))
         pm.Deterministic("loglik_patient", ll)
         model.predictive_parts = {"outcome": {
             "mean": mu_y[has_y] + b_w_rows * shift, "var": var_y * pt.ones(int(has_y.sum())),

@@ -92,3 +92,15 @@ def fixed_effects(names: list[str], scale: float, prefix: str = "", suffix: str 
     if not names:
         return pt.zeros(0)
     return pt.stack([pm.Normal(f"{prefix}{n}{suffix}", 0.0, scale) for n in names])
+
+
+def patient_weight(n_patients: int, weighted: bool):
+    """pm.Data `patient_weight`, 1 per patient (0 leaves a patient out: the K-fold refits
+    of trial_kfold swap it), or None for a plain fit, whose graph then carries no
+    weights (so that its draws are the same with or without K-fold)."""
+    return pm.Data("patient_weight", np.ones(n_patients)) if weighted else None
+
+
+def weighted_total(ll, weight):
+    """The sum of per-patient log-likelihoods, each times its weight where there are weights."""
+    return ll.sum() if weight is None else (weight * ll).sum()

@@ -48,6 +48,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from ..checks import Predictive
+from .multilevel import patient_weight, weighted_total
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ def observed_loglik(post: xr.Dataset, data: RiclpmData, chunk: int = 500) -> xr.
                         dims=("chain", "draw", "patient"))
 
 
-def build_model(data: RiclpmData, spec: RiclpmSpec) -> pm.Model:
+def build_model(data: RiclpmData, spec: RiclpmSpec, weighted: bool = False) -> pm.Model:
+    """`weighted`: a weight per patient on the likelihood (K-fold refits)."""
     n, t, k = data.values.shape
     coords = {"variable": list(spec.variables), "from_variable": list(spec.variables),
               "occasion": data.occasions, "patient": np.arange(n)}
@@ -208,18 +210,18 @@ def build_model(data: RiclpmData, spec: RiclpmSpec) -> pm.Model:
             covs[name] = pm.Deterministic(f"cov_{name}_std", chol @ chol.T,
                                           dims=("variable", "from_variable"))
         values = pm.Data("values", np.nan_to_num(data.values))  # data: SBC swaps them
-        # 1 per patient; 0 leaves the patient out (exact K-fold refits swap it)
-        weight = pm.Data("patient_weight", np.ones(n))
+        weight = patient_weight(n, weighted)  # K-fold refits: 0 leaves a patient out
         if len(holes):
             # their density is the model's own (the likelihood below): no prior of their own
             filled = pm.Flat("missing_cells", shape=len(holes))
             values = pt.set_subtensor(values[holes[:, 0], holes[:, 1], holes[:, 2]], filled)
-            # a left-out patient's missing cells would be improper: standard normal instead
-            pm.Potential("left_out_cells",
-                         -0.5 * ((1 - weight[holes[:, 0]]) * filled**2).sum())
+            if weight is not None:
+                # a left-out patient's missing cells would be improper: standard normal
+                pm.Potential("left_out_cells",
+                             -0.5 * ((1 - weight[holes[:, 0]]) * filled**2).sum())
         ll = riclpm_loglik(values - mu[None, :, :], data.last, phi, covs["first"],
                            covs["innovation"], covs["ri"], t, k)
-        pm.Potential("loglik", (weight * ll).sum())
+        pm.Potential("loglik", weighted_total(ll, weight))
         model.predictive_parts = {"mu": mu, "phi": phi, **{f"cov_{k}": v for k, v in covs.items()}}
     return model
 

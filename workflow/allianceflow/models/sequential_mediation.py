@@ -49,6 +49,7 @@ import xarray as xr
 
 from ..checks import Predictive
 from .gaussian import compound_symmetric_loglik, simulate_random_slopes
+from .multilevel import patient_weight, weighted_total
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: SequentialSpec
                           n_excluded=len(patients) - len(keep))
 
 
-def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
+def build_model(data: SequentialData, spec: SequentialSpec, weighted: bool = False
+                ) -> pm.Model:
+    """`weighted`: a weight per patient on the likelihood (K-fold refits)."""
     sd = {k: float(r.value.std()) for k, r in data.measures.items()}
     mean = {k: float(r.value.mean()) for k, r in data.measures.items()}
     coords = {"patient": np.arange(data.n_patients)}
@@ -125,8 +128,7 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
         change: dict[str, pt.TensorVariable] = {}
         parts: dict[str, dict[str, pt.TensorVariable]] = {}
         model.predictive_parts = parts
-        # 1 per patient; 0 leaves the patient out (exact K-fold refits swap it)
-        weight = pm.Data("patient_weight", np.ones(data.n_patients))
+        weight = patient_weight(data.n_patients, weighted)  # K-fold: 0 leaves one out
         measures = (*spec.mediators, spec.y)
         # the path model as Delta = c + D Delta + r, for the mixed replicates below
         base, paths = [], pt.zeros((len(measures), len(measures)))
@@ -136,21 +138,21 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
             is_y = k == spec.y
             pred = pm.Normal(f"alpha[{k}]", 0.0, s)
             pred += pm.Normal("c_prime" if is_y else f"a[{k}]", 0.0, s) * data.x
-            from_changes = 0.0
+            own = pred  # the part of the mean that does not come from other changes
             for j in (spec.mediators if is_y else spec.mediators[:spec.mediators.index(k)]):
                 name = f"b[{j}]" if is_y else f"d[{j}->{k}]"
                 coef = pm.Normal(name, 0.0, s / sd[j])
                 paths = pt.set_subtensor(paths[ki, measures.index(j)], coef)
-                from_changes += coef * change[j]
+                pred += coef * change[j]
             if data.w.shape[1]:
                 g = pm.Normal(f"g[{k}]", 0.0, s, shape=data.w.shape[1])
                 pred += pt.dot(data.w, g)
-            base.append(pred)
+                own += pt.dot(data.w, g)
+            base.append(own)
             # centred: each change is measured by several sessions, so the data pin it
             # down more than the path model does (non-centred mixed worse, see note above)
             sd_change.append(pm.HalfNormal(f"sd_change[{k}]", s))
-            change[k] = pm.Normal(f"change[{k}]", pred + from_changes, sd_change[-1],
-                                  dims="patient")
+            change[k] = pm.Normal(f"change[{k}]", pred, sd_change[-1], dims="patient")
             rows = data.measures[k]
             mu_level.append(pm.Normal(f"mu_level[{k}]", mean[k], 2 * s))
             expected = mu_level[-1] + rows.f * change[k][rows.patient]
@@ -159,7 +161,7 @@ def build_model(data: SequentialData, spec: SequentialSpec) -> pm.Model:
             ll = compound_symmetric_loglik(value - expected, rows.patient,
                                            data.n_patients, sigma, sd_level)
             parts[k] = {"mean": expected, "sigma": sigma, "sd_level": sd_level}
-            pm.Potential(f"loglik[{k}]", (weight * ll).sum())
+            pm.Potential(f"loglik[{k}]", weighted_total(ll, weight))
         # each patient's changes drawn again from the path model: Delta ~ N(m_i, S) with
         # m_i = (I - D)^-1 c_i and S = (I - D)^-1 diag(sd_change^2) (I - D)^-T
         inv = pt.linalg.inv(pt.eye(len(measures)) - paths)

@@ -57,6 +57,7 @@ from .gaussian import (
     random_slopes_marginal_loglik,
     simulate_random_slopes,
 )
+from .multilevel import patient_weight, weighted_total
 
 # order of the correlated person-level paths
 EFFECTS = ("a", "b", "c_prime")
@@ -142,7 +143,8 @@ def prepare(rows: pd.DataFrame, spec: WithinSpec) -> WithinData:
                       x_mean=x_mean, m_mean=m_mean, n_persons=n)
 
 
-def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
+def build_model(data: WithinData, spec: WithinSpec, weighted: bool = False) -> pm.Model:
+    """`weighted`: a weight per person on the likelihood (K-fold refits)."""
     has_y = ~np.isnan(data.y)
     pj, x, m = data.person, data.x, data.m
     py, xy, y = pj[has_y], x[has_y], data.y[has_y]
@@ -202,9 +204,8 @@ def build_model(data: WithinData, spec: WithinSpec) -> pm.Model:
         model.mixed_parts = {
             "m": {"mean": fixed_m, "sigma": sigma_m, "sd_level": sd_dm, "cov_u": cov_u},
             "y": {"mean": fixed_y, "sigma": sigma_y, "sd_level": sd_dy, "cov_u": cov_u}}
-        # 1 per person; 0 leaves the person out (exact K-fold refits swap it)
-        weight = pm.Data("patient_weight", np.ones(n))
-        pm.Potential("loglik", (weight * (ll_m + ll_y)).sum())
+        # K-fold refits weigh each person (0 = left out)
+        pm.Potential("loglik", weighted_total(ll_m + ll_y, patient_weight(n, weighted)))
     return model
 
 
