@@ -110,8 +110,10 @@ def test_new_trial_wave_rebuilds_only_its_trial(built_copy):
     pyreadstat.write_sav(pd.concat([sessions, wave], ignore_index=True), table,
                          column_labels=meta.column_labels)
 
-    # its four analyses are refitted (the cleaned sessions changed), nothing else
+    # its four analyses are refitted (the cleaned sessions changed) and cross-validated,
+    # then compared; nothing else
     assert scheduled_jobs(work) == {"clean_trial": 1, "fit_trial_analysis": 4,
+                                    "kfold_trial_analysis": 4, "compare_trial": 1,
                                     "report_trial": 1, "index": 1, "all": 1}
     run = snakemake(work, *CONFIG)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -138,9 +140,11 @@ def test_trial_model_code_change_reruns_only_the_fits_of_its_type(built_copy, mo
     work = built_copy
     code = work / "workflow/allianceflow/models" / module
     code.write_text(code.read_text() + "\n# an edit to this model\n")
-    # one job per trial analysis: only the analyses of this type rerun, then their report
-    assert scheduled_jobs(work) == {"fit_trial_analysis": fits, "report_trial": 1,
-                                    "index": 1, "all": 1}
+    # one job per trial analysis: only the analyses of this type rerun and are
+    # cross-validated again, then their trial's comparison and report
+    assert scheduled_jobs(work) == {"fit_trial_analysis": fits, "kfold_trial_analysis": fits,
+                                    "compare_trial": 1, "report_trial": 1, "index": 1,
+                                    "all": 1}
 
 
 def test_prior_change_reruns_fits_and_influence_only(built_copy):
