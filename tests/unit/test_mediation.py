@@ -162,6 +162,23 @@ def test_index_status_and_headline_per_trial(tmp_path):
     assert lines == ["w: me = -0.050 [-0.070, -0.030]"]
 
 
+def small_sequential_data(rng, rows: list[int], rows_m2: list[int], x: list[float]):
+    """Two mediators and an outcome; sessions of m1 and y for the patients in `rows`, of
+    m2 for those in `rows_m2` (uneven on purpose), one covariate."""
+    from allianceflow.models import sequential_mediation as seq
+
+    spec = seq.SequentialSpec(x="arm", mediators=("m1", "m2"), y="y", start=0, end=4,
+                              covariates=("age",))
+    measures = {}
+    for k in ("m1", "m2", "y"):
+        patient = np.array(rows_m2 if k == "m2" else rows)
+        measures[k] = seq.MeasureRows(patient=patient, f=rng.uniform(0, 1, patient.size),
+                                      value=rng.normal(0, 1, patient.size))
+    return spec, seq.SequentialData(x=np.array(x), w=rng.normal(size=(len(x), 1)),
+                                    w_names=["age"], measures=measures, n_patients=len(x),
+                                    n_excluded=0)
+
+
 def test_sequential_patient_loglik_integrates_the_latent_changes_exactly():
     """The per-patient marginal used for LOO against a dense multivariate normal built
     from the path model: changes (I - D)^-1 (c + r), sessions level + f change + noise."""
@@ -170,17 +187,8 @@ def test_sequential_patient_loglik_integrates_the_latent_changes_exactly():
     from scipy import stats
 
     rng = np.random.default_rng(8)
-    spec = seq.SequentialSpec(x="arm", mediators=("m1", "m2"), y="y", start=0, end=4,
-                              covariates=("age",))
-    n_p = 3
-    measures = {}
-    for k in ("m1", "m2", "y"):
-        patient = np.array([0, 0, 0, 1, 2, 2] if k != "m2" else [0, 1, 1, 1])
-        measures[k] = seq.MeasureRows(patient=patient,
-                                      f=rng.uniform(0, 1, patient.size),
-                                      value=rng.normal(0, 1, patient.size))
-    data = seq.SequentialData(x=np.array([0.0, 1.0, 1.0]), w=rng.normal(size=(n_p, 1)),
-                              w_names=["age"], measures=measures, n_patients=n_p, n_excluded=0)
+    spec, data = small_sequential_data(rng, [0, 0, 0, 1, 2, 2], [0, 1, 1, 1], [0.0, 1.0, 1.0])
+    n_p, measures = data.n_patients, data.measures
     p = {"alpha[m1]": 0.2, "a[m1]": 0.5, "alpha[m2]": -0.1, "a[m2]": 0.3, "d[m1->m2]": 0.7,
          "alpha[y]": 0.4, "c_prime": -0.2, "b[m1]": 0.6, "b[m2]": -0.5}
     sd_change = {"m1": 0.8, "m2": 0.5, "y": 0.6}
@@ -220,3 +228,36 @@ def test_sequential_patient_loglik_integrates_the_latent_changes_exactly():
         cov += f @ s_cov @ f.T
         expected = stats.multivariate_normal(mean, cov).logpdf(values)
         assert got[i] == pytest.approx(expected, rel=1e-9)
+
+
+def test_sequential_model_integrates_the_latent_changes_as_patient_loglik_does():
+    """The sampled model's likelihood (PyTensor, changes integrated out) against the
+    numpy per-patient marginal used for LOO (itself checked against a dense multivariate
+    normal above): each patient's share, found by zeroing their weight alone, at a
+    random point, with a patient who has no sessions of one mediator."""
+    import pymc as pm
+    import xarray as xr
+    from allianceflow.models import sequential_mediation as seq
+
+    rng = np.random.default_rng(8)
+    spec, data = small_sequential_data(rng, [0, 0, 0, 1, 2, 2, 3, 4, 4], [0, 1, 1, 1, 4],
+                                       [0.0, 1.0, 1.0, 0.0, 1.0])
+    n_p = data.n_patients
+    model = seq.build_model(data, spec, weighted=True)
+    point = {k: v + rng.normal(0, 0.5, np.shape(v))
+             for k, v in model.initial_point(random_seed=3).items()}
+    logp = model.compile_logp()
+
+    def at(weight):
+        with model:
+            pm.set_data({"patient_weight": weight})
+        return float(logp(point))
+
+    shares = np.array([at(np.ones(n_p)) - at(np.where(np.arange(n_p) == j, 0.0, 1.0))
+                       for j in range(n_p)])
+    values = model.compile_fn(model.replace_rvs_by_values(model.free_RVs),
+                              inputs=model.value_vars, on_unused_input="ignore")(point)
+    post = xr.Dataset({rv.name: (("chain", "draw", *[f"{rv.name}_{i}" for i in range(np.ndim(v))]),
+                                 np.reshape(v, (1, 1, *np.shape(v))))
+                       for rv, v in zip(model.free_RVs, values, strict=True)})
+    np.testing.assert_allclose(shares, seq.patient_loglik(post, data, spec)[0, 0], rtol=1e-10)

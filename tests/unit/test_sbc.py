@@ -4,16 +4,24 @@ meta-analysis that passes, next to a deliberately broken simulator that the test
 import numpy as np
 import pandas as pd
 import pytest
+from allianceflow import synthetic
+from allianceflow.analyses import find_analysis
+from allianceflow.checks import part_values
 from allianceflow.fitting import SamplerSettings
+from allianceflow.mediation_stage import sequential_spec
+from allianceflow.models import sequential_mediation as seq
 from allianceflow.models.meta import MetaPriors
 from allianceflow.sbc import (
     Step,
     batch_simulations,
     meta_case,
+    prior_draws,
     rank_uniformity,
     run_batch,
+    sequential_case,
     summarise_family,
 )
+from allianceflow.trials import load_trial
 
 
 def test_rank_test_accepts_uniform_ranks_and_rejects_skewed_ones():
@@ -65,3 +73,45 @@ def test_sbc_catches_a_simulator_that_does_not_match_the_model(sbc_runs):
     _, broken = sbc_runs
     summary, _ = summarise_family(broken, 0.95)
     assert not summary.set_index("parameter").loc["mu", "passed"]
+
+
+def test_sequential_simulator_draws_each_patients_changes_jointly(tmp_path):
+    """The sequential mediation model integrates the latent changes out, so its SBC
+    simulator draws them, jointly over measures (the path model correlates them). At one
+    prior draw, a patient's sessions over 4000 simulated datasets have the mean and
+    covariance the likelihood assumes: mu_level + f m and F S F' + compound symmetry
+    within each measure."""
+    trial = synthetic.cbasp_rct(seed=6, n_patients=30, n_sessions=6, n_sites=2,
+                                therapists_per_site=2)
+    t = load_trial(synthetic.write_dataset(trial, tmp_path))
+    analysis = find_analysis(t.info, "sequential_mediation")
+    case = sequential_case(analysis, t.info, t.sessions, t.patients)
+    spec = sequential_spec(analysis, t.info)
+    data = seq.prepare(t.sessions, t.patients, spec)
+    step = case.steps[0]
+    values = part_values(case.model, step.parts, prior_draws(case.model, 1, seed=5))
+    rng = np.random.default_rng(0)
+    sims = [step.simulate(values, rng) for _ in range(4000)]
+    measures = (*spec.mediators, spec.y)
+    chol = values["change|chol"][0]
+    s_cov = chol @ chol.T
+    m = values["change|mean"][0][0]  # patient 0's mean changes
+    rows = [(ki, j) for ki, k in enumerate(measures)
+            for j in np.flatnonzero(data.measures[measures[ki]].patient == 0)]
+    assert len({ki for ki, _ in rows}) == len(measures)
+    got = np.array([[s[f"value[{measures[ki]}]"][j] for ki, j in rows] for s in sims])
+    f = np.zeros((len(rows), len(measures)))
+    mean, cov = np.zeros(len(rows)), np.zeros((len(rows), len(rows)))
+    for r, (ki, j) in enumerate(rows):
+        k = measures[ki]
+        f[r, ki] = data.measures[k].f[j]
+        mean[r] = values[f"{k}|mu_level"][0] + f[r, ki] * m[ki]
+        for r2, (ki2, _) in enumerate(rows):
+            if ki2 == ki:
+                cov[r, r2] = values[f"{k}|sd_level"][0] ** 2 + (
+                    values[f"{k}|sigma"][0] ** 2 if r == r2 else 0)
+    cov += f @ s_cov @ f.T
+    sd = np.sqrt(np.diag(cov))
+    np.testing.assert_array_less(np.abs(got.mean(axis=0) - mean), 4 * sd / np.sqrt(len(sims)))
+    np.testing.assert_allclose(got.std(axis=0), sd, rtol=0.06)
+    np.testing.assert_allclose(np.corrcoef(got.T), cov / np.outer(sd, sd), atol=0.07)

@@ -45,7 +45,7 @@ def fit_sequential(analysis, info, sessions, patients, settings):
     idata = sample(model, settings, log_likelihood=False)
     post = idata["posterior"].to_dataset()
     with_patient_loglik(idata, seq.patient_loglik(post, data, spec))
-    post = post.drop_vars([v for v in post.data_vars if v.startswith(("loglik", "change["))])
+    post = post.drop_vars([v for v in post.data_vars if v.startswith("loglik")])
     draws = xr.merge([post, seq.derived_quantities(post, spec)])
     names = seq.reported_parameters(spec)
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,

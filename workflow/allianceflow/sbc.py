@@ -270,19 +270,28 @@ def riclpm_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Dat
 
 def sequential_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.DataFrame,
                     patients: pd.DataFrame) -> SbcCase:
-    """Every measure's sessions from the same latent changes."""
+    """Each patient's latent changes drawn jointly from the path model, then every
+    measure's sessions from them (the model integrates the changes out)."""
     from .mediation_stage import sequential_spec
 
     spec = sequential_spec(analysis, info)
     data = seq.prepare(sessions, patients, spec)
     model = seq.build_model(data, spec)
-    # given the prior draw's own latent changes
-    parts = {f"{k}|{p}": t for k, b in model.predictive_parts.items() for p, t in b.items()}
+    measures = (*spec.mediators, spec.y)
+    parts = {f"change|{p}": t for p, t in model.change_parts.items()}
+    parts |= {f"{k}|{p}": t for k, b in model.measure_parts.items() for p, t in b.items()}
 
     def simulate(v, rng):
-        return {f"value[{k}]": one(simulate_compound_symmetric(
-            {p: v[f"{k}|{p}"] for p in model.predictive_parts[k]}, rows.patient,
-            data.n_patients, rng)) for k, rows in data.measures.items()}
+        mean, chol = v["change|mean"][0], v["change|chol"][0]
+        changes = mean + rng.standard_normal(mean.shape) @ chol.T
+        out = {}
+        for ki, k in enumerate(measures):
+            rows = data.measures[k]
+            block = {"mean": (v[f"{k}|mu_level"] + rows.f * changes[rows.patient, ki])[None],
+                     "sigma": v[f"{k}|sigma"], "sd_level": v[f"{k}|sd_level"]}
+            out[f"value[{k}]"] = one(simulate_compound_symmetric(block, rows.patient,
+                                                                 data.n_patients, rng))
+        return out
 
     return SbcCase("sequential_mediation", model, [Step(parts, simulate)])
 

@@ -23,6 +23,61 @@ def compound_symmetric_loglik(resid, patient: np.ndarray, n_patients: int, sigma
     return -0.5 * (n * np.log(2 * np.pi) + logdet + quad)
 
 
+def compound_symmetric_scores(resid, f: np.ndarray, patient: np.ndarray, n_patients: int,
+                              sigma, sd_level):
+    """Per patient, q = f'C^-1 f and b = f'C^-1 r for residuals r with the compound-symmetric
+    covariance C = sigma^2 I + sd_level^2 11' of compound_symmetric_loglik, f being each
+    row's loading on a latent of the patient's (Sherman-Morrison, through per-patient sums).
+    With the latent's own density these integrate it out (latent_normal_correction)."""
+    n = np.bincount(patient, minlength=n_patients).astype(float)
+    sf = np.bincount(patient, f, minlength=n_patients)
+    sff = np.bincount(patient, f * f, minlength=n_patients)
+    sr = pt.inc_subtensor(pt.zeros(n_patients)[patient], resid)
+    sfr = pt.inc_subtensor(pt.zeros(n_patients)[patient], f * resid)
+    s2, t2 = sigma**2, sd_level**2
+    shrink = t2 / (s2 + n * t2)
+    return (sff - shrink * sf**2) / s2, (sfr - shrink * sf * sr) / s2
+
+
+def latent_normal_correction(q: list, b: list, factor: list[list]):
+    """What integrating a patient's latent vector out adds to their log density at its mean.
+
+    The data of block k load on latent k only (q[k], b[k]: per-patient vectors from
+    compound_symmetric_scores, taken at the latent's mean); the latent is Normal around
+    that mean with covariance L L', L = factor (a K x K nested list of scalars, 0 for a
+    structural zero). Then (Sylvester's and the push-through identity, Q = diag(q)):
+        log p(data) = log p(data | latent = mean) - 1/2 [log|K| - c'K^-1 c],
+        K = I + L'QL,  c = L'b.
+    K >= I, so its Cholesky factor (unrolled here over the few latents, elementwise over
+    patients, differentiable on every backend) stays well conditioned; written with L
+    rather than its inverse, it stays finite when a latent's SD goes to zero.
+    """
+    n = len(q)
+
+    def dot(terms):
+        return sum((t for t in terms if t is not None), start=pt.zeros(()))
+
+    def col(a, k):
+        return None if isinstance(factor[k][a], int) else factor[k][a]
+
+    kmat = [[dot(col(a, k) * col(c, k) * q[k] for k in range(n)
+                 if col(a, k) is not None and col(c, k) is not None) + float(a == c)
+             for c in range(n)] for a in range(n)]
+    cvec = [dot(col(a, k) * b[k] for k in range(n) if col(a, k) is not None)
+            for a in range(n)]
+    chol = [[None] * n for _ in range(n)]
+    z, logdet = [], 0.0
+    for j in range(n):
+        pivot = kmat[j][j] - dot(chol[j][p] ** 2 for p in range(j))
+        chol[j][j] = pt.sqrt(pivot)
+        for i in range(j + 1, n):
+            chol[i][j] = (kmat[i][j] - dot(chol[i][p] * chol[j][p] for p in range(j))
+                          ) / chol[j][j]
+        z.append((cvec[j] - dot(chol[j][p] * z[p] for p in range(j))) / chol[j][j])
+        logdet = logdet + pt.log(pivot)
+    return -0.5 * (logdet - dot(zj**2 for zj in z))
+
+
 def _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slope, rho):
     """Per-patient sums for a random level and slope on f: returns (L entries, K, L'b,
     r'D^-1 r, sum log d); see intercept_slope_loglik."""

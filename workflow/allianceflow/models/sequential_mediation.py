@@ -19,10 +19,18 @@ The path model on the latent changes, mediators m_1..m_K in their causal order:
     change_m_k = alpha_k + a[m_k] x + sum_{j<k} d[m_j->m_k] change_m_j + g_k'w + r_k
     change_y   = alpha_y + c_prime x + sum_k b[m_k] change_m_k + g_y'w + r_y
 x is the treatment (1 = the arm that is not the reference level), w the baseline
-covariates (standardised) and site dummies; r ~ Normal(0, sd_change). The latent changes
-are sampled centred: a non-centred version mixed so poorly when sessions measure change
-precisely that its posterior means drifted 0.2-0.3 bootstrap SEs from OLS on the same
-data (tests/validation/test_sequential_vs_ols.py), and was slower on the default trial.
+covariates (standardised) and site dummies; r ~ Normal(0, sd_change).
+
+The latent changes are integrated out too: they are Gaussian and linear in the path
+model, (I - D) change_i = c_i + r_i, so change_i ~ N(m_i, L L') with m_i = (I - D)^-1 c_i
+and L = (I - D)^-1 diag(sd_change); given them the sessions are independent across
+measures. Each patient's likelihood is then a closed form in a few sums of their
+sessions (gaussian.latent_normal_correction), and no per-patient latent is sampled.
+Sampled as latents (centred), the changes made a funnel with sd_change: in simulation-
+based calibration 35 of 100 prior draws had divergent transitions and sd_change[hrsd]
+failed the rank test; non-centred, they mixed so poorly when sessions measure change
+precisely that posterior means drifted 0.2-0.3 bootstrap SEs from OLS
+(tests/validation/test_sequential_vs_ols.py).
 
 Derived quantities, next to the model that defines them: the specific indirect effect
 of every ordered chain of mediators, e.g. indirect[alliance] = a[alliance] b[alliance],
@@ -48,7 +56,12 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from ..checks import Predictive
-from .gaussian import compound_symmetric_loglik, simulate_random_slopes
+from .gaussian import (
+    compound_symmetric_loglik,
+    compound_symmetric_scores,
+    latent_normal_correction,
+    simulate_random_slopes,
+)
 from .multilevel import patient_weight, weighted_total
 
 
@@ -124,51 +137,56 @@ def build_model(data: SequentialData, spec: SequentialSpec, weighted: bool = Fal
     sd = {k: float(r.value.std()) for k, r in data.measures.items()}
     mean = {k: float(r.value.mean()) for k, r in data.measures.items()}
     coords = {"patient": np.arange(data.n_patients)}
+    measures = (*spec.mediators, spec.y)
     with pm.Model(coords=coords) as model:
-        change: dict[str, pt.TensorVariable] = {}
+        mean_change: dict[str, pt.TensorVariable] = {}  # E[change_k] given x and w
+        # factor[k][j]: how much change k moves with a one-SD residual r_j (L above;
+        # 0 where it cannot)
+        factor: dict[str, list] = {}
         parts: dict[str, dict[str, pt.TensorVariable]] = {}
-        model.predictive_parts = parts
-        weight = patient_weight(data.n_patients, weighted)  # K-fold: 0 leaves one out
-        measures = (*spec.mediators, spec.y)
-        # the path model as Delta = c + D Delta + r, for the mixed replicates below
-        base, paths = [], pt.zeros((len(measures), len(measures)))
-        sd_change, mu_level = [], []
+        ll, q, b = 0.0, [], []
         for ki, k in enumerate(measures):
             s = sd[k]
             is_y = k == spec.y
             pred = pm.Normal(f"alpha[{k}]", 0.0, s)
             pred += pm.Normal("c_prime" if is_y else f"a[{k}]", 0.0, s) * data.x
-            own = pred  # the part of the mean that does not come from other changes
+            moved = [0] * len(measures)
             for j in (spec.mediators if is_y else spec.mediators[:spec.mediators.index(k)]):
                 name = f"b[{j}]" if is_y else f"d[{j}->{k}]"
                 coef = pm.Normal(name, 0.0, s / sd[j])
-                paths = pt.set_subtensor(paths[ki, measures.index(j)], coef)
-                pred += coef * change[j]
+                pred += coef * mean_change[j]
+                moved = [m if isinstance(f, int) else m + coef * f
+                         for m, f in zip(moved, factor[j], strict=True)]
             if data.w.shape[1]:
-                g = pm.Normal(f"g[{k}]", 0.0, s, shape=data.w.shape[1])
-                pred += pt.dot(data.w, g)
-                own += pt.dot(data.w, g)
-            base.append(own)
-            # centred: each change is measured by several sessions, so the data pin it
-            # down more than the path model does (non-centred mixed worse, see note above)
-            sd_change.append(pm.HalfNormal(f"sd_change[{k}]", s))
-            change[k] = pm.Normal(f"change[{k}]", pred, sd_change[-1], dims="patient")
+                pred += pt.dot(data.w, pm.Normal(f"g[{k}]", 0.0, s, shape=data.w.shape[1]))
+            mean_change[k] = pred
+            moved[ki] = pm.HalfNormal(f"sd_change[{k}]", s)
+            factor[k] = moved
             rows = data.measures[k]
-            mu_level.append(pm.Normal(f"mu_level[{k}]", mean[k], 2 * s))
-            expected = mu_level[-1] + rows.f * change[k][rows.patient]
+            mu_level = pm.Normal(f"mu_level[{k}]", mean[k], 2 * s)
             sigma, sd_level = pm.HalfNormal(f"sigma[{k}]", s), pm.HalfNormal(f"sd_level[{k}]", s)
             value = pm.Data(f"value[{k}]", rows.value)  # data, so that SBC can swap them
-            ll = compound_symmetric_loglik(value - expected, rows.patient,
-                                           data.n_patients, sigma, sd_level)
-            parts[k] = {"mean": expected, "sigma": sigma, "sd_level": sd_level}
-            pm.Potential(f"loglik[{k}]", weighted_total(ll, weight))
-        # each patient's changes drawn again from the path model: Delta ~ N(m_i, S) with
-        # m_i = (I - D)^-1 c_i and S = (I - D)^-1 diag(sd_change^2) (I - D)^-T
-        inv = pt.linalg.inv(pt.eye(len(measures)) - paths)
-        m = pt.stack(base, axis=1) @ inv.T
-        cov = inv @ pt.diag(pt.stack(sd_change) ** 2) @ inv.T
+            resid = value - mu_level - rows.f * pred[rows.patient]  # at the mean change
+            ll += compound_symmetric_loglik(resid, rows.patient, data.n_patients, sigma,
+                                            sd_level)
+            q_k, b_k = compound_symmetric_scores(resid, rows.f, rows.patient,
+                                                 data.n_patients, sigma, sd_level)
+            q.append(q_k)
+            b.append(b_k)
+            parts[k] = {"mu_level": mu_level, "sigma": sigma, "sd_level": sd_level}
+        # the latent changes integrated out: each patient's whole likelihood
+        ll += latent_normal_correction(q, b, [factor[k] for k in measures])
+        pm.Potential("loglik", weighted_total(ll, patient_weight(data.n_patients, weighted)))
+        # each patient's changes ~ N(mean, L L'): for mixed replicates and SBC
+        chol = pt.stack([pt.stack([pt.as_tensor(f, dtype="float64") for f in factor[k]])
+                         for k in measures])
+        cov = chol @ chol.T
+        model.change_parts = {"mean": pt.stack([mean_change[k] for k in measures], axis=1),
+                              "chol": chol}
+        model.measure_parts = parts
         model.mixed_parts = {k: {
-            "mean": mu_level[ki] + data.measures[k].f * m[data.measures[k].patient, ki],
+            "mean": parts[k]["mu_level"] + data.measures[k].f
+            * mean_change[k][data.measures[k].patient],
             "sigma": parts[k]["sigma"], "sd_level": parts[k]["sd_level"],
             "cov_u": cov[ki:ki + 1, ki:ki + 1]} for ki, k in enumerate(measures)}
     return model
@@ -221,9 +239,9 @@ def reported_parameters(spec: SequentialSpec) -> list[str]:
 def patient_loglik(post: xr.Dataset, data: SequentialData, spec: SequentialSpec,
                    chunk: int = 500) -> xr.DataArray:
     """Each patient's log-likelihood with their latent changes integrated out, per draw:
-    the per-patient density that leave-one-patient-out PSIS needs (Vehtari et al. 2016,
-    integrated importance sampling). Given the latent changes, a patient's own sessions
-    dominate their importance weights (Pareto k > 0.7 for most patients).
+    the per-patient density that leave-one-patient-out PSIS needs (Vehtari et al. 2016),
+    and the same density the model samples with (here in numpy, vectorised over draws;
+    the two are tested equal).
 
     Changes: (I - D) Delta = c_i + r, r ~ N(0, diag(sd_change^2)), c_i from the
     intercepts, treatment and covariates; so Delta ~ N(m_i, S). Sessions of measure k:
