@@ -45,8 +45,11 @@ sbc: $(VENV)/.installed
 	$(BIN)/python -m allianceflow clear-stale-locks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) sbc
 
+# Two pytest workers (pytest-xdist): the integration tests on one, the rest on the other
+# (tests/conftest.py says how); the 20 slowest tests are listed at the end.
 test: $(VENV)/.installed browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(CORES) \
+	  --durations=20
 
 # The report test opens the HTML in headless Chromium (Debian's package). Installed here
 # when missing and possible (root with apt); otherwise that one test is skipped and says why.

@@ -18,6 +18,22 @@ LOCAL_VALIDATION = ROOT / "tests" / "data" / "validation"
 os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={Path.home() / '.pytensor'}")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers: every integration test on one (they
+    share the project built once per session), the other tests one module at a time (some
+    modules fit a model once for all their tests). xdist's own `loadgroup` would say the
+    same with markers, but it renames node ids in a way pytest 9 no longer supports."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class IntegrationTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/integration" if module.startswith("tests/integration/") else module
+
+    return IntegrationTogether(config, log)
+
+
 def validation_file(name: str) -> Path:
     """Validation data from ../shared/validation/, or the copy in tests/data/validation/."""
     for folder in (SHARED_VALIDATION, LOCAL_VALIDATION):
