@@ -20,7 +20,7 @@ os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={Path.home() / '.pyten
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two pytest-xdist workers: every integration test on one (they
+    """`make test` runs pytest-xdist workers (`CORES`): every integration test on one (they
     share the project built once per session), the other tests one module at a time (some
     modules fit a model once for all their tests). xdist's own `loadgroup` would say the
     same with markers, but it renames node ids in a way pytest 9 no longer supports."""
