@@ -62,7 +62,7 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
 
     run = snakemake(work, "--workflow-profile", "workflow/profiles/slurm",
                     "--configfile", "config/test.yaml", "--slurm-status-command", "squeue",
-                    "--jobs", "4", timeout=1500,
+                    "--jobs", "4",
                     env={k: v for k, v in cluster.env.items() if k != "PYTENSOR_FLAGS"})
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
