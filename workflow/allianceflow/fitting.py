@@ -30,7 +30,7 @@ pytensor.config.numba__fastmath = False
 # The chains run on threads of their own, and their log-density calls SciPy's OpenBLAS (the
 # matrix products and small inverses, through Numba). OpenBLAS then hands work to its own
 # thread, which spins while it waits: on 2 cores one SBC job of the RI-CLPM had that thread
-# using 64% of a core beside its two chains. One BLAS thread per chain ends it.
+# using about a third of the CPU time beside its two chains. One BLAS thread ends it.
 BLAS_THREADS_WHILE_SAMPLING = 1
 
 SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5",
