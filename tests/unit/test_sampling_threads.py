@@ -23,7 +23,19 @@ def test_blas_is_held_to_one_thread_while_pymc_samples_and_released_after(monkey
     monkeypatch.setattr(pm, "sample", lambda **kw: seen.append(blas_threads()) or tiny_tree())
     before = blas_threads()
     assert before, "no BLAS library found by threadpoolctl"
-    fitting.sample(pm.Model(), fitting.SamplerSettings())
+    fitting.sample(pm.Model(), fitting.SamplerSettings(backend="pymc"))
+    assert seen == [[1] * len(before)]
+    assert blas_threads() == before
+
+
+def test_blas_is_held_to_one_thread_while_nutpie_samples_and_released_after(monkeypatch):
+    seen = []
+    monkeypatch.setattr(fitting, "compile_model", lambda model: object())
+    monkeypatch.setattr(nutpie, "sample",
+                        lambda compiled, **kw: seen.append(blas_threads()) or tiny_tree())
+    monkeypatch.setattr("pymc.backends.arviz.patch_nutpie_idata", lambda *a, **k: None)
+    before = blas_threads()
+    fitting.sample(pm.Model(), fitting.SamplerSettings(), log_likelihood=False)
     assert seen == [[1] * len(before)]
     assert blas_threads() == before
 
@@ -35,7 +47,7 @@ def test_blas_is_held_to_one_thread_while_a_refit_samples(monkeypatch):
         def with_data(self, **data):
             return self
 
-    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda model: Compiled())
+    monkeypatch.setattr(fitting, "compile_model", lambda model: Compiled())
     monkeypatch.setattr(nutpie, "sample",
                         lambda compiled, **kw: seen.append(blas_threads()) or tiny_tree())
     before = blas_threads()

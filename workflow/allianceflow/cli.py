@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -215,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # the package's own messages (e.g. whether a model's compiled code came from the cache)
+    # go to the job's log
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("allianceflow").setLevel(logging.INFO)
     try:
         args.func(args)
     except AllianceFlowError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import scipy.linalg  # noqa: F401  loads the OpenBLAS that Numba's linear algebr
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from .compiled import compile_model
 from .errors import AllianceFlowError
 
 # Numba's fastmath lets LLVM contract and reorder floating-point operations, and it did so
@@ -86,20 +88,50 @@ class GateThresholds:
         return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
 
 
+def chain_seed(seed: int, chains: int) -> int:
+    """The seed nutpie gets from `pm.sample(random_seed=seed, chains=chains)`: PyMC spawns
+    one generator per chain and hands nutpie the first one's draw. Kept so that a fit
+    sampled here gives the same draws as through `pm.sample`."""
+    return int(np.random.default_rng(seed).spawn(chains)[0].integers(2**30))
+
+
+def _nutpie_sample(compiled, settings: SamplerSettings, seed: int) -> xr.DataTree:
+    import nutpie
+
+    with threadpool_limits(BLAS_THREADS_WHILE_SAMPLING, "blas"):
+        return nutpie.sample(
+            compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
+            cores=min(settings.threads, settings.chains),
+            seed=seed, progress_bar=False,
+            target_accept=settings.target_accept,
+        )
+
+
 def sample(model: pm.Model, settings: SamplerSettings,
            log_likelihood: bool = True) -> xr.DataTree:
-    """NUTS draws (nutpie by default), with pointwise log-likelihood for LOO."""
+    """NUTS draws (nutpie by default), with pointwise log-likelihood for LOO.
+
+    With nutpie the model is compiled by `compiled.compile_model`, whose callbacks Numba
+    caches on disk (pm.sample's own route through nutpie recompiles them in every
+    process); the result is what pm.sample returns for the same seed."""
+    if settings.backend == "nutpie":
+        from pymc.backends.arviz import patch_nutpie_idata
+
+        compiled = compile_model(model)
+        start = time.perf_counter()
+        idata = _nutpie_sample(compiled, settings, chain_seed(settings.seed, settings.chains))
+        patch_nutpie_idata(idata, model, sampling_time=time.perf_counter() - start)
+        if log_likelihood:
+            idata = pm.compute_log_likelihood(idata, model=model, progressbar=False,
+                                              extend_inferencedata=True)
+        return idata
     kwargs: dict[str, Any] = dict(
         draws=settings.draws, tune=settings.tune, chains=settings.chains,
         cores=min(settings.threads, settings.chains), random_seed=settings.seed,
         progressbar=False, idata_kwargs={"log_likelihood": log_likelihood}, model=model,
+        nuts_sampler="pymc", target_accept=settings.target_accept,
+        compute_convergence_checks=False,
     )
-    if settings.backend == "nutpie":
-        kwargs.update(nuts_sampler="nutpie",
-                      nuts_sampler_kwargs={"target_accept": settings.target_accept})
-    else:
-        kwargs.update(nuts_sampler="pymc", target_accept=settings.target_accept,
-                      compute_convergence_checks=False)
     with warnings.catch_warnings(), threadpool_limits(BLAS_THREADS_WHILE_SAMPLING, "blas"):
         warnings.simplefilter("ignore", FutureWarning)
         return pm.sample(**kwargs)
@@ -139,21 +171,12 @@ class Refitter:
         self.settings = settings
         self.compiled = None
         if settings.backend == "nutpie":
-            import nutpie
-
-            self.compiled = nutpie.compile_pymc_model(model)
+            self.compiled = compile_model(model)
 
     def fit(self, **data: np.ndarray) -> tuple[xr.Dataset, xr.Dataset]:
         s = self.settings
         if self.compiled is not None:
-            import nutpie
-
-            with threadpool_limits(BLAS_THREADS_WHILE_SAMPLING, "blas"):
-                tree = nutpie.sample(
-                    self.compiled.with_data(**data), draws=s.draws, tune=s.tune,
-                    chains=s.chains, cores=min(s.threads, s.chains), seed=s.seed,
-                    progress_bar=False, target_accept=s.target_accept,
-                )
+            tree = _nutpie_sample(self.compiled.with_data(**data), s, s.seed)
         else:
             with self.model:
                 pm.set_data(data)
