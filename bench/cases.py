@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from allianceflow import synthetic
 from allianceflow.models import growth
-from allianceflow.models import within_mediation as wm
 from allianceflow.models.meta import MetaPriors, ModelSpec, build_model
 from allianceflow.trials import load_trial
 
@@ -155,6 +154,8 @@ def m3() -> Case:
     of m and y integrated out and uncorrelated with the paths. brms: the same as a
     multivariate model, the paths sharing one correlation block across the two
     equations (`|p|`) and each intercept its own term."""
+    from allianceflow.models import within_mediation as wm  # imports the checks (ArviZ)
+
     d = pd.read_csv(VALIDATION / "blch9.csv")
     spec = wm.WithinSpec(x="x", m="m", y="y", centre=False, time=False)
     rows = pd.DataFrame({"person": d["id"], "time": d["time"], "x": d["x"], "m": d["m"],
@@ -194,6 +195,8 @@ def derived(case: str, post):
     """Our quantities compared that the model derives (e.g. the SD of a from the
     covariance of the paths)."""
     if case == "M3":
+        from allianceflow.models import within_mediation as wm
+
         spec = wm.WithinSpec(x="x", m="m", y="y", centre=False, time=False)
         return wm.derived_quantities(post, spec)
     return None

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -47,6 +46,8 @@ def draws_table(path: Path, names: dict[str, str]) -> xr.Dataset:
 def efficiency(post: xr.Dataset, sample_s: float) -> dict[str, float]:
     """Smallest bulk and tail ESS and largest R-hat over the compared parameters
     (population-level effects and SDs), and bulk ESS per second of sampling."""
+    import arviz as az  # here, not at the top: the fit processes import this module, and
+    # their whole-process time is measured (ArviZ with its plotting takes over a second)
     bulk = az.ess(post, sample_dims=["chain", "draw"], method="bulk")
     tail = az.ess(post, sample_dims=["chain", "draw"], method="tail")
     rhat = az.rhat(post, sample_dims=["chain", "draw"])

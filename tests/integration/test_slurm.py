@@ -8,9 +8,11 @@ apt), the test is skipped with the reason; `make test` on the CI machine runs it
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -31,6 +33,12 @@ DETERMINISTIC = ("data/fits/meta/konstantopoulos2011/funnel.csv",
                  "data/clean/meta/konstantopoulos2011/effects.csv",
                  "data/clean/trials/synthetic_small_weekly/sessions.csv",
                  "data/clean/trials/synthetic_small_weekly/patients.csv")
+
+
+def shared_compile_cache() -> Path:
+    """The PyTensor compile folder the tests share (tests/conftest.py sets it)."""
+    flags = dict(f.split("=", 1) for f in os.environ["PYTENSOR_FLAGS"].split(",") if "=" in f)
+    return Path(flags["base_compiledir"])
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +67,11 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     for dataset in DATASETS:
         shutil.copytree(local / "data/raw" / dataset, work / "data/raw" / dataset)
+    # The workflow's own compile cache, .cache/pytensor in the project, as a user has it
+    # after a first run: seeded from the cache the local build filled (same models, data
+    # and settings), so that the nodes load the compiled models instead of compiling
+    # them again; the fit logs below say whether they did.
+    shutil.copytree(shared_compile_cache(), work / ".cache/pytensor")
 
     run = snakemake(work, "--workflow-profile", "workflow/profiles/slurm",
                     "--configfile", "config/test.yaml", "--slurm-status-command", "squeue",
@@ -97,7 +110,18 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
     for path in DETERMINISTIC:
         pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path))
     assert (work / "reports/index.html").exists()
-    assert list((work / ".cache/pytensor").iterdir())  # the shared compile cache was used
+    # every model each fit job on the cluster sampled came from the project's cache
+    cache = work / ".cache/pytensor/numba"
+    for log in ("fit/meta/konstantopoulos2011", "influence/meta/konstantopoulos2011",
+                "fit/trials/synthetic_small_weekly/riclpm",
+                "fit/trials/synthetic_small_weekly/within_mediation"):
+        text = (work / "logs" / f"{log}.log").read_text()
+        compiled = re.findall(r"compiled model: (.*)", text)
+        assert compiled, log
+        for line in compiled:
+            how, _, where = line.partition(" in ")
+            assert how == "loaded from the cache" and Path(where).resolve() == cache.resolve(), (
+                log, line)
     # SLURM's own job logs go to the profile's slurm-logdir (the plugin deletes those of
     # successful jobs unless --slurm-keep-successful-logs is given)
     assert f"(log: {work / 'logs/slurm'}" in output

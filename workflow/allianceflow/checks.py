@@ -32,40 +32,11 @@ from pytensor.tensor.random.op import RandomVariable
 from scipy import optimize
 
 from .io import write_csv, write_json
+from .models.predictive import Predictive
 
 PPC_STATISTICS = ("mean", "sd", "min", "max")
 PARETO_K_RELIABLE = 0.7
 QUANTILE_LEVELS = np.linspace(0.01, 0.99, 99)
-
-
-@dataclass
-class Predictive:
-    """What a model's data look like and how to replicate them.
-
-    `observed`: the data values the replicates are compared with (n,); `group`: each
-    value's unit in the log-likelihood group (an effect, a study, a patient), for
-    LOO-PIT; `parts`: tensors of the model evaluated per draw; `simulate`: turns those
-    per-draw values (arrays with a leading draw axis) into replicated data (draws, n);
-    `label`: what the values are; `bounds`: the values the data can take (e.g. a
-    scale's range), for the prior predictive check; `group_name`: what a unit is;
-    `cluster`: each value's study or patient, for the test statistic `cluster_sd`;
-    `loglik`: where the block's units have their own log-likelihood in the posterior
-    (e.g. the alliance of a growth model), its name; else the model's is used.
-    """
-
-    observed: np.ndarray
-    group: np.ndarray
-    parts: dict[str, pt.TensorVariable]
-    simulate: Callable[[dict[str, np.ndarray], np.random.Generator], np.ndarray]
-    label: str
-    bounds: tuple[float, float] = (-np.inf, np.inf)
-    group_name: str = "unit"
-    cluster: np.ndarray | None = None  # studies or patients, for the spread of their means
-    loglik: str | None = None  # posterior variable of this block's own per-unit log-lik
-    # replicates keep the unit's own sampled latent effects (e.g. a patient's latent
-    # changes): fine for posterior predictive checks, but then LOO-PIT is not a
-    # leave-one-unit-out predictive and is reported without being judged
-    conditional_on_units: bool = False
 
 
 @dataclass(frozen=True)

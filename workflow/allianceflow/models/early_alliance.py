@@ -39,7 +39,6 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from ..checks import Predictive
 from .gaussian import intercept_slope_loglik, simulate_intercept_slope
 from .multilevel import (
     PatientDesign,
@@ -52,6 +51,7 @@ from .multilevel import (
     patient_weight,
     weighted_total,
 )
+from .predictive import Predictive
 
 
 @dataclass(frozen=True)

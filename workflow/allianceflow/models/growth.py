@@ -63,7 +63,6 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from ..checks import Predictive
 from .gaussian import (
     intercept_slope_loglik,
     intercept_slope_posterior,
@@ -81,6 +80,7 @@ from .multilevel import (
     patient_weight,
     weighted_total,
 )
+from .predictive import Predictive
 
 
 @dataclass(frozen=True)

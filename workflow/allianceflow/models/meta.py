@@ -47,7 +47,6 @@ import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 
-from ..checks import Predictive
 from .bias import (
     BIAS_MODELS,
     interval_labels,
@@ -56,6 +55,7 @@ from .bias import (
     selection_scalar_draws,
     selection_weights,
 )
+from .predictive import Predictive
 
 DEFAULT_CUTPOINTS = (0.025, 0.05, 0.5)
 

@@ -53,8 +53,8 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from ..checks import Predictive
 from .multilevel import patient_weight, weighted_total
+from .predictive import Predictive
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,6 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from ..checks import Predictive
 from .gaussian import (
     compound_symmetric_loglik,
     compound_symmetric_scores,
@@ -63,6 +62,7 @@ from .gaussian import (
     simulate_random_slopes,
 )
 from .multilevel import patient_weight, weighted_total
+from .predictive import Predictive
 
 
 @dataclass(frozen=True)

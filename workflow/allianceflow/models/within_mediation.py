@@ -51,13 +51,14 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from ..checks import Predictive, part_values
+from ..checks import part_values
 from .gaussian import (
     compound_symmetric_loglik,
     random_slopes_marginal_loglik,
     simulate_random_slopes,
 )
 from .multilevel import patient_weight, weighted_total
+from .predictive import Predictive
 
 # order of the correlated person-level paths
 EFFECTS = ("a", "b", "c_prime")
