@@ -326,6 +326,11 @@ def write_results(result: dict[str, Any], path_md: Path, path_json: Path) -> Non
         lines += ["## Workflow rebuilds", ""] + workflow.table(result["workflow"]["runs"]) + [""]
     if result.get("skipped"):
         lines += ["## Not run", ""] + [f"- {x}" for x in result["skipped"]] + [""]
+    # figures this script does not take (the test suite, a fresh clone's `make run`), each
+    # dated with its command, kept in their own file so that a new run does not drop them
+    by_hand = path_md.parent / "by_hand.md"
+    if by_hand.exists():
+        lines += [by_hand.read_text().rstrip(), ""]
     path_md.write_text("\n".join(lines))
 
 
