@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from functools import wraps
 from typing import Any
 
 import numpy as np
@@ -117,7 +115,7 @@ def _unpack_source(arrays: list[np.ndarray], slots: list[tuple[int, int, int]],
             lines.append(f"s{i} = {flat}")
         else:
             dims = ", ".join(f"int(ud[{shape + d}])" for d in range(value.ndim))
-            lines.append(f"s{i} = {flat}.reshape(({dims}{',' if value.ndim == 1 else ''}))")
+            lines.append(f"s{i} = {flat}.reshape(({dims}))")
     unpack = "\n".join(" " * 8 + line for line in lines)
     args = "".join(f", s{i}" for i in range(len(arrays)))
     return unpack, args
@@ -151,17 +149,6 @@ def _inner_cache_key(fn) -> str | None:
     return None if py_func is None else CACHED_SRC_FUNCTIONS.get(py_func)
 
 
-def _with_lock(func):
-    lock = threading.Lock()
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        with lock:
-            return func(*args, **kwargs)
-
-    return wrapper
-
-
 def compile_model(model, var_names=None) -> Any:
     """nutpie's CompiledPyMCModel for `model`, with callbacks Numba caches on disk.
 
@@ -177,7 +164,7 @@ def compile_model(model, var_names=None) -> Any:
     if not pytensor.config.numba__cache:
         return nutpie.compile_pymc_model(model, var_names=var_names)
 
-    initial_point_fn = _with_lock(make_initial_point_fn(
+    initial_point_fn = ncp._wrap_with_lock(make_initial_point_fn(
         model=model, default_strategy="support_point", jitter_rvs=set(model.free_RVs),
         return_transformed=True))
     (n_dim, n_expanded, logp_fn_pt, expand_fn_pt, initial_point_array_fn, shape_info,
