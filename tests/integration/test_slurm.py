@@ -111,15 +111,15 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
         pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(local / path))
     assert (work / "reports/index.html").exists()
     # every model each fit job on the cluster sampled came from the project's cache
-    cache = work / ".cache/pytensor/numba"
     for log in ("fit/meta/konstantopoulos2011", "influence/meta/konstantopoulos2011",
                 "fit/trials/synthetic_small_weekly/riclpm",
                 "fit/trials/synthetic_small_weekly/within_mediation"):
         text = (work / "logs" / f"{log}.log").read_text()
-        compiled = re.findall(r"compiled model: (.*)", text)
+        compiled = re.findall(r"compiled model \((\w+)\): (.*)", text)
         assert compiled, log
-        for line in compiled:
+        for compiler, line in compiled:
             how, _, where = line.partition(" in ")
+            cache = work / ".cache/pytensor" / compiler.lower()
             assert how == "loaded from the cache" and Path(where).resolve() == cache.resolve(), (
                 log, line)
     # SLURM's own job logs go to the profile's slurm-logdir (the plugin deletes those of

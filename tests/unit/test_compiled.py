@@ -1,6 +1,7 @@
-"""The nutpie compilation whose callbacks Numba caches on disk (allianceflow.compiled):
-it samples exactly what nutpie's own compilation samples, swaps data like it, and a new
-process, or new data of another size, loads the callbacks instead of compiling them."""
+"""allianceflow.compiled: with Numba, callbacks cached on disk that sample exactly what
+nutpie's own compilation samples, swap data like it, and load in a new process or for new
+data of another size instead of compiling again; with JAX (the default), nutpie's JAX
+compilation with XLA's executables in JAX's persistent cache."""
 
 from __future__ import annotations
 
@@ -93,11 +94,13 @@ def test_a_new_process_and_new_data_load_the_callbacks_from_the_cache(tmp_path):
 @pytest.mark.filterwarnings("ignore")
 def test_fitting_sample_gives_what_pm_sample_through_nutpie_gives():
     """fitting.sample compiles with compile_model and calls nutpie itself; the draws and
-    the pointwise log-likelihood are pm.sample's for the same seed."""
+    the pointwise log-likelihood are pm.sample's for the same seed (pm.sample compiles
+    with Numba)."""
     from allianceflow import fitting
 
     model, _ = build(30)
-    settings = fitting.SamplerSettings(chains=2, draws=50, tune=50, seed=11, threads=1)
+    settings = fitting.SamplerSettings(chains=2, draws=50, tune=50, seed=11, threads=1,
+                                       compiler="numba")
     ours = fitting.sample(model, settings)
     theirs = pm.sample(draws=50, tune=50, chains=2, cores=1, random_seed=11, model=model,
                        nuts_sampler="nutpie", progressbar=False,
@@ -108,3 +111,76 @@ def test_fitting_sample_gives_what_pm_sample_through_nutpie_gives():
         np.testing.assert_array_equal(ours[group][name].to_numpy(),
                                       theirs[group][name].to_numpy())
     assert set(theirs.children) <= set(ours.children)
+
+
+def test_static_data_shapes_keep_the_log_density_and_the_data_as_data():
+    """compile_jax's model: the same log-density, the pm.Data still shared variables (so
+    that with_data swaps them) but typed with their values' shapes (so that JAX traces)."""
+    from allianceflow.compiled import with_static_data_shapes
+
+    model, data = build(40)
+    static = with_static_data_shapes(model)
+    point = model.initial_point()
+    assert np.isclose(static.compile_logp()(point), model.compile_logp()(point), rtol=1e-14)
+    for name, value in data.items():
+        assert static[name].type.shape == value.shape
+        np.testing.assert_array_equal(static[name].get_value(), value)
+
+
+def test_jax_and_numba_compile_the_same_log_density():
+    """Same model, two compilers: each one's log-density at random points (unpacked by its
+    own layout: the two order the parameters differently) is PyMC's, so that the draws
+    differ only as two samplers' draws do."""
+    model, _ = build(40)
+    truth = model.compile_logp()
+    rng = np.random.default_rng(0)
+    for compiler in ("jax", "numba"):
+        compiled = compile_model(model, compiler=compiler)
+        names, slices, _ = compiled.shape_info if compiler == "numba" else (None,) * 3
+        for _ in range(3):
+            x = rng.normal(scale=0.7, size=compiled.n_dim)
+            if compiler == "jax":
+                logp = compiled._make_logp_func()(x, **compiled._shared_data)[0]
+                point = compiled._make_expand_func(0, 0, 0)(x, **compiled._shared_data)
+            else:
+                logp = compiled.logp_func(x)[0]  # the PyTensor function the callback wraps
+                point = {name: x[sl] for name, sl in zip(names, slices, strict=True)
+                         if sl.stop <= compiled.n_dim}
+            value = {v.name: point[v.name].reshape(v.type.shape if v.ndim else ())
+                     for v in model.value_vars}
+            assert np.isclose(logp, truth(value), rtol=1e-12), compiler
+
+
+def test_jax_new_data_of_the_same_shapes_give_what_a_model_built_on_them_gives():
+    """The refits swap data of the same shapes (weights, simulated outcomes): with JAX the
+    shapes are part of the compiled function."""
+    model, _ = build(40)
+    _, new = build(40, seed=1)
+    swapped = compile_model(model, compiler="jax").with_data(**new)
+    fresh = compile_model(build(40, seed=1)[0], compiler="jax")
+    ours, theirs = draws(swapped), draws(fresh)
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-10)
+
+
+JAX_CHILD = MODEL_SOURCE + textwrap.dedent("""
+    import logging, sys
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    from allianceflow.compiled import compile_model
+    compile_model(build(int(sys.argv[1]))[0], compiler="jax")
+""")
+
+
+def jax_log_in_new_process(n: int, cache_dir) -> str:
+    env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={cache_dir}")
+    run = subprocess.run([sys.executable, "-c", JAX_CHILD, str(n)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return next(line for line in run.stderr.splitlines() if "compiled model (JAX)" in line)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_jax_a_new_process_loads_the_executables_from_the_cache(tmp_path):
+    assert "compiled and stored in the cache in" in jax_log_in_new_process(40, tmp_path)
+    assert "loaded from the cache in" in jax_log_in_new_process(40, tmp_path)
+    assert any((tmp_path / "jax").iterdir())

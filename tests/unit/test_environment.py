@@ -13,5 +13,6 @@ def test_environment_yml_matches_lock(root):
 def test_lock_pins_every_required_package(root):
     pins = lock_pins((root / "requirements.lock").read_text())
     for name in ("snakemake", "pandas", "pymc", "arviz", "papermill", "pytest", "nutpie",
-                 "snakemake-executor-plugin-slurm", "pyreadstat", "openpyxl", "h5netcdf"):
+                 "snakemake-executor-plugin-slurm", "pyreadstat", "openpyxl", "h5netcdf", "jax",
+                 "jaxlib"):
         assert name in pins, f"{name} is not pinned in requirements.lock"

@@ -30,7 +30,7 @@ def test_blas_is_held_to_one_thread_while_pymc_samples_and_released_after(monkey
 
 def test_blas_is_held_to_one_thread_while_nutpie_samples_and_released_after(monkeypatch):
     seen = []
-    monkeypatch.setattr(fitting, "compile_model", lambda model: object())
+    monkeypatch.setattr(fitting, "compile_model", lambda model, compiler: object())
     monkeypatch.setattr(nutpie, "sample",
                         lambda compiled, **kw: seen.append(blas_threads()) or tiny_tree())
     monkeypatch.setattr("pymc.backends.arviz.patch_nutpie_idata", lambda *a, **k: None)
@@ -47,7 +47,7 @@ def test_blas_is_held_to_one_thread_while_a_refit_samples(monkeypatch):
         def with_data(self, **data):
             return self
 
-    monkeypatch.setattr(fitting, "compile_model", lambda model: Compiled())
+    monkeypatch.setattr(fitting, "compile_model", lambda model, compiler: Compiled())
     monkeypatch.setattr(nutpie, "sample",
                         lambda compiled, **kw: seen.append(blas_threads()) or tiny_tree())
     before = blas_threads()

@@ -24,6 +24,7 @@ from .fitting import (
     gate_message,
     point_rows,
     summarise,
+    use_compiler,
 )
 from .io import atomic_path, write_csv, write_json
 from .provenance import provenance
@@ -53,6 +54,7 @@ def fit_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     sessions = pd.read_csv(sessions_csv, dtype={"patient": str})
     patients = pd.read_csv(patients_csv, dtype={"patient": str})
     settings = SamplerSettings.from_config(config["sampler"])
+    use_compiler(settings)
     thresholds = GateThresholds.from_config(config["checks"])
     model = analysis["type"]
     fit = FITS[model](analysis, info, sessions, patients, settings)

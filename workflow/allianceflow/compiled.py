@@ -1,6 +1,8 @@
-"""Compile a PyMC model for nutpie once per machine, not once per process.
+"""Compile a PyMC model for nutpie, by Numba (`compile_numba`: minutes to compile, about
+three times faster sampling, cached once per machine, not once per process) or by JAX
+(`compile_jax`: XLA compiles in seconds); docs/compiled-models.md compares the two.
 
-`nutpie.compile_pymc_model` turns the model's log-density (and its gradient) into a
+Numba: `nutpie.compile_pymc_model` turns the model's log-density (and its gradient) into a
 PyTensor function, which PyTensor's Numba backend compiles and caches on disk
 (`<base_compiledir>/numba`), and then wraps it in two Numba C callbacks (`numba.cfunc`) for
 the Rust sampler. Those wrappers are closures over a record dtype with random (uuid) field
@@ -149,7 +151,116 @@ def _inner_cache_key(fn) -> str | None:
     return None if py_func is None else CACHED_SRC_FUNCTIONS.get(py_func)
 
 
-def compile_model(model, var_names=None) -> Any:
+COMPILERS = ("jax", "numba")
+
+# XLA's own thread pool would compete with the other fit jobs the scheduler runs beside
+# this one (a job gets `sampler.threads` cores, one by default); the model's operations
+# are small, so one thread per call loses nothing.
+XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def compile_model(model, var_names=None, compiler: str = "numba") -> Any:
+    """The model compiled for nutpie by `compiler`: "numba" (`compile_numba`) or "jax"
+    (`compile_jax`)."""
+    if compiler == "jax":
+        return compile_jax(model, var_names)
+    if compiler == "numba":
+        return compile_numba(model, var_names)
+    raise ValueError(f"unknown compiler {compiler!r}: use one of {', '.join(COMPILERS)}")
+
+
+def _jax_cache_events() -> dict[str, int]:
+    """Counts of JAX's persistent-cache events in this process (hits and misses), from
+    JAX's own monitoring hooks; registered once."""
+    import jax
+
+    if not hasattr(_jax_cache_events, "counts"):
+        counts = {"hits": 0, "misses": 0}
+
+        def listen(event: str, **_: Any) -> None:
+            if event == "/jax/compilation_cache/cache_hits":
+                counts["hits"] += 1
+            elif event == "/jax/compilation_cache/cache_misses":
+                counts["misses"] += 1
+
+        jax.monitoring.register_event_listener(listen)
+        _jax_cache_events.counts = counts
+    return dict(_jax_cache_events.counts)
+
+
+def with_static_data_shapes(model):
+    """A copy of `model` with every dimension frozen and every pm.Data kept as data but
+    typed with the static shape of its current value.
+
+    JAX traces shapes as values, so a graph that reshapes by a data array's length fails
+    to trace (the RI-CLPM does); nutpie's JAX default, PyMC's `freeze_dims_and_data`, folds
+    the data into constants instead, which ends `with_data` (the refits swap data of the
+    same shapes). Typing the data with static shapes gives PyTensor the lengths as
+    constants and leaves the values as inputs. Built like `freeze_dims_and_data`, with a
+    shared variable of static shape where it puts a constant."""
+    import pytensor
+    from pymc.model.fgraph import fgraph_from_model, model_from_fgraph
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph import FunctionGraph
+    from pytensor.graph.replace import clone_replace
+
+    if any(v is not None for v in model.rvs_to_initial_values.values()):
+        raise ValueError("with_static_data_shapes: models with initial values are not supported")
+    fg, memo = fgraph_from_model(model)
+    replacements = {
+        memo[length]: length.type.constant_type(type=length.type, data=length.get_value(),
+                                                name=length.name)
+        for length in model.dim_lengths.values() if isinstance(length, SharedVariable)}
+    for var in model.named_vars.values():
+        if isinstance(var, SharedVariable):
+            value = var.get_value()
+            replacements[memo[var].owner.inputs[0]] = pytensor.shared(
+                value, name=var.name, shape=np.shape(value))
+    outputs = clone_replace(fg.outputs, replace=replacements, rebuild_strict=False)
+    new = FunctionGraph(outputs=outputs, clone=False)
+    new._coords = fg._coords
+    new._dim_lengths = {dim: replacements.get(length, length)
+                        for dim, length in fg._dim_lengths.items()}
+    return model_from_fgraph(new, mutate_fgraph=True)
+
+
+def compile_jax(model, var_names=None) -> Any:
+    """nutpie's JAX compilation of `model` (PyTensor's gradient, as with Numba), with XLA's
+    executables kept in JAX's persistent cache beside PyTensor's (`<base_compiledir>/jax`).
+
+    XLA compiles a model's log-density in seconds where Numba took minutes (the default
+    RI-CLPM: 4 s against 334 s), whatever the data's size; sampling is slower (that model,
+    4 chains of 3000 on one thread: 121 s against 41 s); see docs/compiled-models.md.
+    Both functions are compiled here, on the initial point, rather than inside the
+    sampler's first call, so that the log says whether they came from the cache."""
+    import os
+
+    os.environ.setdefault("XLA_FLAGS", XLA_FLAGS)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import nutpie
+    import pytensor
+
+    folder = os.path.join(pytensor.config.base_compiledir, "jax")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    # every executable is cached, not only those that took over a second to compile
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    before = _jax_cache_events()
+    compiled = nutpie.compile_pymc_model(with_static_data_shapes(model), backend="jax",
+                                         gradient_backend="pytensor", var_names=var_names,
+                                         freeze_model=False)
+    x = np.asarray(compiled._make_initial_points(0), dtype="float64")
+    compiled._make_logp_func()(x, **compiled._shared_data)
+    compiled._make_expand_func(0, 0, 0)(x, **compiled._shared_data)
+    after = _jax_cache_events()
+    hits, misses = (after[k] - before[k] for k in ("hits", "misses"))
+    LOG.info("compiled model (JAX): %s %s", "loaded from the cache in" if hits and not misses
+             else "compiled and stored in the cache in", folder)
+    return compiled
+
+
+def compile_numba(model, var_names=None) -> Any:
     """nutpie's CompiledPyMCModel for `model`, with callbacks Numba caches on disk.
 
     Same defaults as `nutpie.compile_pymc_model(model)` (Numba backend, support-point
@@ -174,7 +285,7 @@ def compile_model(model, var_names=None) -> Any:
     logp_fn, expand_fn = logp_fn_pt.vm.jit_fn, expand_fn_pt.vm.jit_fn
     logp_key, expand_key = _inner_cache_key(logp_fn), _inner_cache_key(expand_fn)
     if logp_key is None or expand_key is None:
-        LOG.info("compiled model: PyTensor cannot cache this model's log-density; "
+        LOG.info("compiled model (Numba): PyTensor cannot cache this model's log-density; "
                  "compiled by nutpie")
         return nutpie.compile_pymc_model(model, var_names=var_names)
 
@@ -210,7 +321,7 @@ def compile_model(model, var_names=None) -> Any:
     from pytensor.link.numba.cache import NUMBA_CACHE_PATH
 
     hits = logp_cfunc.cache_hits + expand_cfunc.cache_hits
-    LOG.info("compiled model: %s %s", "loaded from the cache in" if hits == 2 else
+    LOG.info("compiled model (Numba): %s %s", "loaded from the cache in" if hits == 2 else
              "compiled and stored in the cache in", NUMBA_CACHE_PATH)
     dims, coords = ncp._prepare_dims_and_coords(model, shape_info, reparameterized)
     return ncp.CompiledPyMCModel(

@@ -62,6 +62,7 @@ class GateFailure(AllianceFlowError):
 @dataclass(frozen=True)
 class SamplerSettings:
     backend: str = "nutpie"
+    compiler: str = "jax"  # nutpie's: "jax" or "numba" (compiled.compile_model)
     chains: int = 4
     draws: int = 1000
     tune: int = 1000
@@ -88,6 +89,18 @@ class GateThresholds:
         return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
 
 
+def use_compiler(settings: SamplerSettings) -> None:
+    """Set, for this process, how PyTensor compiles the functions a job needs besides the
+    sampler's (predictive draws, pointwise log-likelihoods, log-priors, initial points).
+
+    With Numba (PyTensor's default) they are compiled like the model, which took 80 of the
+    127 s of a cold early-alliance job on the test data; with `compiler: jax` they run in
+    PyTensor's Python mode (FAST_COMPILE: NumPy per operation, nothing compiled), as fast
+    to start as XLA is to compile and slower only per call."""
+    if settings.compiler == "jax":
+        pytensor.config.mode = "FAST_COMPILE"
+
+
 def chain_seed(seed: int, chains: int) -> int:
     """The seed nutpie gets from `pm.sample(random_seed=seed, chains=chains)`: PyMC spawns
     one generator per chain and hands nutpie the first one's draw. Kept so that a fit
@@ -111,13 +124,14 @@ def sample(model: pm.Model, settings: SamplerSettings,
            log_likelihood: bool = True) -> xr.DataTree:
     """NUTS draws (nutpie by default), with pointwise log-likelihood for LOO.
 
-    With nutpie the model is compiled by `compiled.compile_model`, whose callbacks Numba
-    caches on disk (pm.sample's own route through nutpie recompiles them in every
-    process); the result is what pm.sample returns for the same seed."""
+    With nutpie the model is compiled by `compiled.compile_model` with the settings'
+    compiler (JAX by default; with Numba its callbacks are cached on disk, where
+    pm.sample's own route through nutpie recompiles them in every process); the result is
+    what pm.sample returns for the same seed and compiler."""
     if settings.backend == "nutpie":
         from pymc.backends.arviz import patch_nutpie_idata
 
-        compiled = compile_model(model)
+        compiled = compile_model(model, compiler=settings.compiler)
         start = time.perf_counter()
         idata = _nutpie_sample(compiled, settings, chain_seed(settings.seed, settings.chains))
         patch_nutpie_idata(idata, model, sampling_time=time.perf_counter() - start)
@@ -171,7 +185,7 @@ class Refitter:
         self.settings = settings
         self.compiled = None
         if settings.backend == "nutpie":
-            self.compiled = compile_model(model)
+            self.compiled = compile_model(model, compiler=settings.compiler)
 
     def fit(self, **data: np.ndarray) -> tuple[xr.Dataset, xr.Dataset]:
         s = self.settings

@@ -29,7 +29,7 @@ import xarray as xr
 from arviz_stats.base import array_stats
 
 from .checks import log_mean_exp
-from .fitting import Refitter, SamplerSettings, summarise
+from .fitting import Refitter, SamplerSettings, summarise, use_compiler
 from .io import write_csv
 from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik_function
 
@@ -123,6 +123,7 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
     effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
     info = json.loads(Path(info_json).read_text())
     settings = SamplerSettings.from_config(config["sampler"])
+    use_compiler(settings)
     priors = MetaPriors(**config["meta"]["priors"])
     exact_max = int(config["meta"]["influence_exact_max_studies"])
     correlation = info["effect_type"] == "r"

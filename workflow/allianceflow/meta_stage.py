@@ -25,6 +25,7 @@ from .fitting import (
     point_rows,
     sample,
     summarise,
+    use_compiler,
 )
 from .history import HISTORY_FILE, HISTORY_TEXT, updated_history
 from .io import atomic_path, sha256_file, write_csv, write_json
@@ -81,6 +82,7 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
     info = json.loads(Path(info_json).read_text())
     settings = SamplerSettings.from_config(config["sampler"])
+    use_compiler(settings)
     thresholds = GateThresholds.from_config(config["checks"])
     priors = MetaPriors(**config["meta"]["priors"])
     cutpoints = check_cutpoints(config["meta"]["selection_cutpoints"])

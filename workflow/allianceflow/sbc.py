@@ -34,7 +34,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from .checks import ecdf_band, part_values
-from .fitting import Refitter, SamplerSettings
+from .fitting import Refitter, SamplerSettings, use_compiler
 from .models import early_alliance as early
 from .models import growth, riclpm
 from .models import sequential_mediation as seq
@@ -366,7 +366,8 @@ def sbc_batch(family: str, batch: int, clean_dir: str | Path, settings: dict[str
     sampler = SamplerSettings(chains=s["chains"], draws=s["draws"], tune=s["tune"],
                               seed=s["seed"] + batch,
                               **{k: v for k, v in settings["sampler"].items()
-                                 if k in ("backend", "target_accept", "threads")})
+                                 if k in ("backend", "compiler", "target_accept", "threads")})
+    use_compiler(sampler)
     table = run_batch(case, sims, sampler, s["thin_to"], s["seed"])
     write_csv(table, out)
     return table

@@ -38,7 +38,7 @@ import xarray as xr
 from .analyses import find_analysis
 from .analysis_stage import LEAVE_OUTS
 from .checks import log_mean_exp, psis_weights, stacking_weights
-from .fitting import LeaveOut, Refitter, SamplerSettings
+from .fitting import LeaveOut, Refitter, SamplerSettings, use_compiler
 from .io import write_csv
 
 KFOLD_COLUMNS = ["unit", "fold", "pareto_k", "elpd_psis", "elpd_exact", "elpd", "method",
@@ -128,6 +128,7 @@ def kfold_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
         ll = tree["log_likelihood"].to_dataset()["patient"].load()
     loglik = ll.to_numpy().reshape(ll.sizes["chain"] * ll.sizes["draw"], -1)
     sampler = SamplerSettings.from_config(config["sampler"])
+    use_compiler(sampler)
 
     sessions = pd.read_csv(sessions_csv, dtype={"patient": str})
     patients = pd.read_csv(patients_csv, dtype={"patient": str})
