@@ -62,7 +62,7 @@ class GateFailure(AllianceFlowError):
 @dataclass(frozen=True)
 class SamplerSettings:
     backend: str = "nutpie"
-    compiler: str = "jax"  # nutpie's: "jax" or "numba" (compiled.compile_model)
+    compiler: str = "numba"  # nutpie's: "numba" or "jax" (compiled.compile_model)
     chains: int = 4
     draws: int = 1000
     tune: int = 1000
@@ -125,7 +125,7 @@ def sample(model: pm.Model, settings: SamplerSettings,
     """NUTS draws (nutpie by default), with pointwise log-likelihood for LOO.
 
     With nutpie the model is compiled by `compiled.compile_model` with the settings'
-    compiler (JAX by default; with Numba its callbacks are cached on disk, where
+    compiler (Numba by default, its callbacks cached on disk, where
     pm.sample's own route through nutpie recompiles them in every process); the result is
     what pm.sample returns for the same seed and compiler."""
     if settings.backend == "nutpie":
