@@ -151,8 +151,6 @@ def _inner_cache_key(fn) -> str | None:
     return None if py_func is None else CACHED_SRC_FUNCTIONS.get(py_func)
 
 
-COMPILERS = ("jax", "numba")
-
 # XLA's own thread pool would compete with the other fit jobs the scheduler runs beside
 # this one (a job gets `sampler.threads` cores, one by default); the model's operations
 # are small, so one thread per call loses nothing.
@@ -160,13 +158,10 @@ XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def compile_model(model, var_names=None, compiler: str = "numba") -> Any:
-    """The model compiled for nutpie by `compiler`: "numba" (`compile_numba`) or "jax"
-    (`compile_jax`)."""
-    if compiler == "jax":
-        return compile_jax(model, var_names)
-    if compiler == "numba":
-        return compile_numba(model, var_names)
-    raise ValueError(f"unknown compiler {compiler!r}: use one of {', '.join(COMPILERS)}")
+    """The model compiled for nutpie by `compiler`, one of COMPILERS."""
+    if compiler not in COMPILERS:
+        raise ValueError(f"unknown compiler {compiler!r}: use one of {', '.join(COMPILERS)}")
+    return COMPILERS[compiler](model, var_names)
 
 
 def _jax_cache_events() -> dict[str, int]:
@@ -333,3 +328,7 @@ def compile_numba(model, var_names=None) -> Any:
         shape_info=shape_info, logp_func=logp_fn_pt, expand_func=expand_fn_pt,
         reparameterized_names=reparameterized,
     )
+
+
+# the compilers `sampler.compiler` names (config.schema.yaml lists the same)
+COMPILERS = {"numba": compile_numba, "jax": compile_jax}
