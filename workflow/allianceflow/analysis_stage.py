@@ -23,8 +23,8 @@ from .fitting import (
     diagnostics,
     gate_message,
     point_rows,
+    python_mode_beside_the_sampler,
     summarise,
-    use_compiler,
 )
 from .io import atomic_path, write_csv, write_json
 from .provenance import provenance
@@ -44,6 +44,7 @@ def effect_probabilities(draws: xr.Dataset, names: list[str], model: str) -> pd.
     return point_rows(model, values)
 
 
+@python_mode_beside_the_sampler
 def fit_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
                        info_json: str | Path, analysis_name: str, out_dir: str | Path,
                        config: dict[str, Any]) -> pd.DataFrame:
@@ -54,7 +55,6 @@ def fit_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     sessions = pd.read_csv(sessions_csv, dtype={"patient": str})
     patients = pd.read_csv(patients_csv, dtype={"patient": str})
     settings = SamplerSettings.from_config(config["sampler"])
-    use_compiler(settings)
     thresholds = GateThresholds.from_config(config["checks"])
     model = analysis["type"]
     fit = FITS[model](analysis, info, sessions, patients, settings)

@@ -89,16 +89,20 @@ class GateThresholds:
         return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
 
 
-def use_compiler(settings: SamplerSettings) -> None:
-    """Set, for this process, how PyTensor compiles the functions a job needs besides the
-    sampler's (predictive draws, pointwise log-likelihoods, log-priors, initial points).
+def python_mode_beside_the_sampler(job: Callable) -> Callable:
+    """Run `job` (one workflow job: a fit with its checks, refits, SBC) with every PyTensor
+    function it compiles besides the sampler's in PyTensor's Python mode (FAST_COMPILE:
+    NumPy per operation, nothing compiled). The sampler's own functions are compiled by
+    `compiled.compile_model`, which names its mode and so keeps Numba or JAX.
 
-    With Numba (PyTensor's default) they are compiled like the model, which took 80 of the
-    127 s of a cold early-alliance job on the test data; with `compiler: jax` they run in
-    PyTensor's Python mode (FAST_COMPILE: NumPy per operation, nothing compiled), as fast
-    to start as XLA is to compile and slower only per call."""
-    if settings.compiler == "jax":
-        pytensor.config.mode = "FAST_COMPILE"
+    Under PyTensor's default (Numba) the predictive draws, pointwise log-likelihoods,
+    log-priors and initial points were compiled like the model: a cold early-alliance job
+    on the test data took 124 s against 92 s in Python mode, the default moderation job
+    320 s against 296 s, with the same outputs to the last byte (bench/by_hand.md). They
+    are called a few thousand times at most, too few to pay back a compile; the one that
+    was slow per call in Python mode, the log-prior over every draw, now takes only the
+    terms power-scaling uses (`checks.population_variables`)."""
+    return pytensor.config.change_flags(mode="FAST_COMPILE")(job)
 
 
 def chain_seed(seed: int, chains: int) -> int:

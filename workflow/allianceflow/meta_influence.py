@@ -29,7 +29,7 @@ import xarray as xr
 from arviz_stats.base import array_stats
 
 from .checks import log_mean_exp
-from .fitting import Refitter, SamplerSettings, summarise, use_compiler
+from .fitting import Refitter, SamplerSettings, python_mode_beside_the_sampler, summarise
 from .io import write_csv
 from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik_function
 
@@ -115,6 +115,7 @@ def psis_rows(draws: xr.Dataset, log_lik: np.ndarray, model: str) -> tuple[pd.Da
     return rows, float(khat)
 
 
+@python_mode_beside_the_sampler
 def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Path,
                      config: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write loso.csv and cumulative.csv for one review (tidy, one row per subset and
@@ -123,7 +124,6 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
     effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
     info = json.loads(Path(info_json).read_text())
     settings = SamplerSettings.from_config(config["sampler"])
-    use_compiler(settings)
     priors = MetaPriors(**config["meta"]["priors"])
     exact_max = int(config["meta"]["influence_exact_max_studies"])
     correlation = info["effect_type"] == "r"

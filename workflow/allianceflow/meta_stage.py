@@ -23,9 +23,9 @@ from .fitting import (
     diagnostics,
     gate_message,
     point_rows,
+    python_mode_beside_the_sampler,
     sample,
     summarise,
-    use_compiler,
 )
 from .history import HISTORY_FILE, HISTORY_TEXT, updated_history
 from .io import atomic_path, sha256_file, write_csv, write_json
@@ -70,6 +70,7 @@ def expected_direction_points(reported: np.ndarray, thresholds: list[float],
     return points
 
 
+@python_mode_beside_the_sampler
 def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Path,
                config: dict[str, Any]) -> pd.DataFrame:
     """Fit every applicable model of one review; write summary, diagnostics, posterior.
@@ -82,7 +83,6 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
     info = json.loads(Path(info_json).read_text())
     settings = SamplerSettings.from_config(config["sampler"])
-    use_compiler(settings)
     thresholds = GateThresholds.from_config(config["checks"])
     priors = MetaPriors(**config["meta"]["priors"])
     cutpoints = check_cutpoints(config["meta"]["selection_cutpoints"])

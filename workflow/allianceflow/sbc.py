@@ -34,7 +34,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from .checks import ecdf_band, part_values
-from .fitting import Refitter, SamplerSettings, use_compiler
+from .fitting import Refitter, SamplerSettings, python_mode_beside_the_sampler
 from .models import early_alliance as early
 from .models import growth, riclpm
 from .models import sequential_mediation as seq
@@ -355,6 +355,7 @@ def batch_simulations(batch: int, per_job: int, total: int) -> list[int]:
     return list(range(batch * per_job, min((batch + 1) * per_job, total)))
 
 
+@python_mode_beside_the_sampler
 def sbc_batch(family: str, batch: int, clean_dir: str | Path, settings: dict[str, Any],
               out: str | Path) -> pd.DataFrame:
     """One job: the simulations of `batch` for `family`, written as ranks (tidy CSV)."""
@@ -367,7 +368,6 @@ def sbc_batch(family: str, batch: int, clean_dir: str | Path, settings: dict[str
                               seed=s["seed"] + batch,
                               **{k: v for k, v in settings["sampler"].items()
                                  if k in ("backend", "compiler", "target_accept", "threads")})
-    use_compiler(sampler)
     table = run_batch(case, sims, sampler, s["thin_to"], s["seed"])
     write_csv(table, out)
     return table

@@ -38,7 +38,7 @@ import xarray as xr
 from .analyses import find_analysis
 from .analysis_stage import LEAVE_OUTS
 from .checks import log_mean_exp, psis_weights, stacking_weights
-from .fitting import LeaveOut, Refitter, SamplerSettings, use_compiler
+from .fitting import LeaveOut, Refitter, SamplerSettings, python_mode_beside_the_sampler
 from .io import write_csv
 
 KFOLD_COLUMNS = ["unit", "fold", "pareto_k", "elpd_psis", "elpd_exact", "elpd", "method",
@@ -118,6 +118,7 @@ def kfold_table(loglik: np.ndarray, settings: KfoldSettings, seed: int,
     return table[KFOLD_COLUMNS]
 
 
+@python_mode_beside_the_sampler
 def kfold_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
                          info_json: str | Path, posterior_nc: str | Path,
                          analysis_name: str, out_csv: str | Path,
@@ -128,7 +129,6 @@ def kfold_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
         ll = tree["log_likelihood"].to_dataset()["patient"].load()
     loglik = ll.to_numpy().reshape(ll.sizes["chain"] * ll.sizes["draw"], -1)
     sampler = SamplerSettings.from_config(config["sampler"])
-    use_compiler(sampler)
 
     sessions = pd.read_csv(sessions_csv, dtype={"patient": str})
     patients = pd.read_csv(patients_csv, dtype={"patient": str})
