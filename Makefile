@@ -45,8 +45,8 @@ sbc: $(VENV)/.installed
 	$(BIN)/python -m allianceflow clear-stale-locks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES) sbc
 
-# CORES pytest workers (pytest-xdist): the integration tests together on one, the other
-# tests a module at a time (tests/conftest.py); the 20 slowest tests listed at the end.
+# CORES pytest workers (pytest-xdist), a test module at a time: the test project is built
+# once and shared by the workers (tests/conftest.py); the 20 slowest tests listed at the end.
 test: $(VENV)/.installed browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(CORES) \
 	  --durations=20

@@ -18,20 +18,37 @@ LOCAL_VALIDATION = ROOT / "tests" / "data" / "validation"
 os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={Path.home() / '.pytensor'}")
 
 
+# The integration modules that read the built project and nothing more: they run first, on
+# one worker, which builds it (tests/integration/conftest.py) while the other works through
+# the unit tests. The other integration modules come last, one at a time on whichever
+# worker is free, so that two of them (each mostly one job at a time) run side by side.
+BUILD_FIRST = ("tests/integration/test_workflow.py", "tests/integration/test_browser.py")
+
+
+def run_order(nodeid: str) -> int:
+    module = nodeid.split("::", 1)[0]
+    return 0 if module in BUILD_FIRST else 2 if module.startswith("tests/integration/") else 1
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: run_order(item.nodeid))  # stable: modules keep their order
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs pytest-xdist workers (`CORES`): every integration test on one (they
-    share the project built once per session), the other tests one module at a time (some
-    modules fit a model once for all their tests). xdist's own `loadgroup` would say the
-    same with markers, but it renames node ids in a way pytest 9 no longer supports."""
+    """`make test` runs pytest-xdist workers (`CORES`), each taking a module at a time
+    (some modules fit a model once for all their tests) in the order of run_order, the
+    BUILD_FIRST modules as one. xdist's own `loadgroup` would group them with markers, but
+    it renames node ids in a way pytest 9 no longer supports."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class IntegrationTogether(LoadScopeScheduling):
+    class BuildFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "tests/integration" if module.startswith("tests/integration/") else module
+            return "built project" if module in BUILD_FIRST else module
 
-    return IntegrationTogether(config, log)
+    config.option.loadscopereorder = False  # the order above, not the largest module first
+    return BuildFirst(config, log)
 
 
 def validation_file(name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from allianceflow import synthetic
+from filelock import FileLock
 
 from ..conftest import ROOT
 
@@ -37,9 +39,8 @@ def checksums(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def project(tmp_path_factory):
-    work = tmp_path_factory.mktemp("project")
+def build_project(work: Path) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+    """Write the test datasets into a new project at `work` and run the workflow on them."""
     for item in ("Snakefile", "workflow", "config", "environment.yml"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
@@ -60,9 +61,31 @@ def project(tmp_path_factory):
     weekly.name = "synthetic_small_weekly"
     synthetic.write_dataset(weekly, raw)
     before = checksums(raw)
-    run = snakemake(work, "--configfile", "config/test.yaml")
+    return before, snakemake(work, "--configfile", "config/test.yaml")
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory, worker_id):
+    """The built test project, read-only for the tests (they change copies: built_copy).
+
+    Built once for the whole run: under pytest-xdist the integration modules run on
+    several workers (tests/conftest.py), and the first to need the project builds it in
+    the run's shared temporary folder while the others wait on its lock."""
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the folder above every worker's own
+    work, record = shared / "project", shared / "project.json"
+    with FileLock(shared / "project.lock"):
+        if not record.exists():
+            work.mkdir()
+            before, run = build_project(work)
+            record.write_text(json.dumps({"before": before, "returncode": run.returncode,
+                                          "stdout": run.stdout, "stderr": run.stderr}))
+        built = json.loads(record.read_text())
+    run = subprocess.CompletedProcess(["snakemake"], built["returncode"], built["stdout"],
+                                      built["stderr"])
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    return work, before, run
+    return work, built["before"], run
 
 
 @pytest.fixture

@@ -101,17 +101,24 @@ def add_a_week(work: Path) -> None:
     pd.concat([sessions, wave], ignore_index=True).to_csv(table, index=False)
 
 
+@pytest.fixture(scope="module")
+def new_week_reference(project, tmp_path_factory) -> Path:
+    """The built project with a week added to the weekly trial and rebuilt without
+    interruption: what every killed and resumed run of the same change must give."""
+    reference = tmp_path_factory.mktemp("new_week") / "reference"
+    shutil.copytree(project[0], reference, symlinks=True)
+    add_a_week(reference)
+    run = snakemake(reference, *CONFIG)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return reference
+
+
 @pytest.mark.parametrize("stage, log", [
     ("mid-fit", f"logs/fit/trials/{WEEKLY}/within_mediation.log"),
     ("mid-render", f"logs/report/trials/{WEEKLY}.log"),
 ])
-def test_sigkill_then_the_same_command_resumes(built_copy, project, tmp_path, stage, log):
-    work = built_copy
-    reference = tmp_path / "reference"  # the same change, built without interruption
-    shutil.copytree(project[0], reference, symlinks=True)
-    add_a_week(reference)
-    assert snakemake(reference, *CONFIG).returncode == 0
-
+def test_sigkill_then_the_same_command_resumes(built_copy, new_week_reference, stage, log):
+    work, reference = built_copy, new_week_reference
     add_a_week(work)
     (work / log).unlink()
     proc = start_snakemake(work, *CONFIG)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -176,16 +177,20 @@ def test_trial_analysis_outputs_and_report(project, trial, analysis, names):
     assert not re.search(r"\b[PA]0\d\d\b", visible_text(html))
 
 
-def test_raw_data_untouched_and_second_run_does_nothing(project):
+def test_raw_data_untouched_and_second_run_does_nothing(project, built_copy):
     work, before, _ = project
     assert checksums(work / "data" / "raw") == before
-    again = snakemake(work, "--configfile", "config/test.yaml")
+    # the second run in a copy: the shared project stays read-only for the other workers
+    again = snakemake(built_copy, "--configfile", "config/test.yaml")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_bad_config_stops_before_any_job(project, tmp_path):
-    work, _, _ = project
+    work = tmp_path / "work"  # the project's code and config, in a folder of its own
+    for item in ("Snakefile", "workflow", "config"):
+        src = project[0] / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     bad = tmp_path / "bad.yaml"
     bad.write_text("sampler:\n  chians: 2\n")
     run = snakemake(work, "--configfile", str(bad), "-n")

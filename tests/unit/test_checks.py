@@ -201,24 +201,26 @@ def test_power_scaling_takes_the_log_prior_of_the_population_variables_only():
     log-prior has at most POPULATION_PRIOR_MAX_SIZE of per draw: a ZeroSumNormal over 3 x 10
     and an LKJ prior count by their terms, per-patient arrays are left out."""
     import pymc as pm
+    import pytensor
     from allianceflow.checks import POPULATION_PRIOR_MAX_SIZE, population_variables
 
-    with pm.Model() as model:
-        mu = pm.Normal("mu", 0, 1, shape=3)
-        sd = pm.HalfNormal("sd", 1)
-        pm.ZeroSumNormal("dev", 1, shape=(3, 10))
-        pm.LKJCholeskyCov("cov", n=5, eta=2, sd_dist=pm.Exponential.dist(1, shape=5))
-        z = pm.Normal("z", 0, 1, shape=40)
-        pm.Normal("y", mu[0] + sd * z, 1, observed=np.zeros(40))
-        idata = pm.sample_prior_predictive(draws=5, random_seed=1)
-    idata["posterior"] = idata["prior"]
-    full = pm.compute_log_prior(idata, model=model, extend_inferencedata=False,
-                                progressbar=False)
-    full = full["log_prior"].to_dataset() if isinstance(full, xr.DataTree) else full
-    small = {name for name, da in full.data_vars.items()
-             if da.size // (da.sizes["chain"] * da.sizes["draw"]) <= POPULATION_PRIOR_MAX_SIZE}
-    assert set(population_variables(model)) == small
-    assert small == {"mu", "sd", "dev", "cov"}  # by terms: dev has 30 values, cov 15
+    with pytensor.config.change_flags(mode="FAST_COMPILE"):  # nothing to compile here
+        with pm.Model() as model:
+            mu = pm.Normal("mu", 0, 1, shape=3)
+            sd = pm.HalfNormal("sd", 1)
+            pm.ZeroSumNormal("dev", 1, shape=(3, 10))
+            pm.LKJCholeskyCov("cov", n=5, eta=2, sd_dist=pm.Exponential.dist(1, shape=5))
+            z = pm.Normal("z", 0, 1, shape=40)
+            pm.Normal("y", mu[0] + sd * z, 1, observed=np.zeros(40))
+            idata = pm.sample_prior_predictive(draws=5, random_seed=1)
+        idata["posterior"] = idata["prior"]
+        full = pm.compute_log_prior(idata, model=model, extend_inferencedata=False,
+                                    progressbar=False)
+        full = full["log_prior"].to_dataset() if isinstance(full, xr.DataTree) else full
+        small = {name for name, da in full.data_vars.items()
+                 if da.size // (da.sizes["chain"] * da.sizes["draw"]) <= POPULATION_PRIOR_MAX_SIZE}
+        assert set(population_variables(model)) == small
+        assert small == {"mu", "sd", "dev", "cov"}  # by terms: dev has 30 values, cov 15
 
 
 def test_a_jobs_other_functions_run_in_python_mode_and_the_mode_is_restored():
