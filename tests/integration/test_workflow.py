@@ -188,6 +188,7 @@ def test_raw_data_untouched_and_second_run_does_nothing(project, built_copy):
 
 def test_bad_config_stops_before_any_job(project, tmp_path):
     work = tmp_path / "work"  # the project's code and config, in a folder of its own
+    work.mkdir()
     for item in ("Snakefile", "workflow", "config"):
         src = project[0] / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
