@@ -275,9 +275,10 @@ def sensitivity(idata: xr.DataTree, model: pm.Model, quantities: xr.Dataset,
     where the prior sensitivity reaches the threshold.
 
     Only the population-level priors are scaled: free variables of at most
-    POPULATION_PRIOR_MAX_SIZE values per draw. Per-patient, per-study or per-therapist
-    latent arrays are left out: scaling them changes the hierarchical structure, not
-    the prior information, and would flag every parameter of a multilevel model."""
+    POPULATION_PRIOR_MAX_SIZE log-prior terms per draw (population_variables).
+    Per-patient, per-study or per-therapist latent arrays are left out: scaling them
+    changes the hierarchical structure, not the prior information, and would flag every
+    parameter of a multilevel model."""
     scalars = [n for n, da in quantities.data_vars.items() if da.ndim == 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
