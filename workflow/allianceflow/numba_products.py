@@ -1,0 +1,111 @@
+"""Matrix products for PyTensor's Numba backend that compile in a fraction of a second.
+
+PyTensor (3.3) lowers its `Dot` and `BatchedDot` operations to `_gemm`, a BLAS call
+wrapped in stride normalisation, operand copies and a GEMV path, all inlined. Numba takes
+9 to 16 s to compile it, once per combination of the operands' memory layouts (C, F or
+strided), and a model's log-density and gradient have several such combinations: in the
+default RI-CLPM, 10 `_gemm` and 17 `_gemv` compilations were more than half of its
+225 s cold compile (measured with Numba's compile events, bench/by_hand.md), and every
+trial model multiplies a design matrix by its coefficients somewhere. The products in
+these models are small (patients x a few covariates, K x K with K the number of measures),
+where BLAS gains nothing over a plain loop.
+
+`install` registers, for floating-point operands of one dtype, a product that is a triple
+loop below `BLAS_FROM` multiply-adds and NumPy's `np.dot` on contiguous copies above it:
+either compiles in about 0.1 to 0.5 s (`np.dot` needs contiguous operands and output, hence
+the copies). Other dtypes keep PyTensor's implementation. The cache key differs from
+PyTensor's (`CACHE_VERSION`), so functions PyTensor compiled before are never mistaken for
+these, and a change here is a new key. The tests compare both with NumPy on every layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Bump when the functions below change: part of the cache key of every compiled product.
+CACHE_VERSION = 7001
+# Above this many multiply-adds (m k n) a product goes to BLAS: there the copies are cheap
+# next to the product, and BLAS's blocking beats the loop.
+BLAS_FROM = 1_000_000
+
+_FLOATS = frozenset(np.dtype(name) for name in ("float32", "float64"))
+_installed = False
+
+
+def _same_float_dtype(node) -> bool:
+    dtypes = {v.type.numpy_dtype for v in (*node.inputs, *node.outputs)}
+    return len(dtypes) == 1 and next(iter(dtypes)) in _FLOATS
+
+
+def _product():
+    from pytensor.link.numba.dispatch import basic as numba_basic
+
+    @numba_basic.numba_njit
+    def product(x, y, out):
+        m, k = x.shape
+        n = y.shape[1]
+        if y.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+            raise ValueError("dot: operands have mismatched shapes")
+        if m * k * n > BLAS_FROM:
+            out[:, :] = np.dot(np.ascontiguousarray(x), np.ascontiguousarray(y))
+            return out
+        for i in range(m):
+            for j in range(n):
+                acc = 0.0
+                for p in range(k):
+                    acc += x[i, p] * y[p, j]
+                out[i, j] = acc
+        return out
+
+    return product
+
+
+def install() -> None:
+    """Register the quick products with PyTensor's Numba dispatch (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    from pytensor.link.numba.dispatch import basic as numba_basic
+    from pytensor.link.numba.dispatch import elemwise as numba_elemwise
+    from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
+    from pytensor.tensor.blas import BatchedDot
+    from pytensor.tensor.math import Dot
+
+    pytensor_dot = numba_elemwise.numba_funcify_Dot
+    pytensor_batched = numba_elemwise.numba_funcify_BatchedDot
+
+    @register_funcify_default_op_cache_key(Dot)
+    def quick_dot(op, node, **kwargs):
+        if not _same_float_dtype(node):
+            return pytensor_dot(op, node, **kwargs)
+        dtype = node.outputs[0].type.numpy_dtype
+        product = _product()
+
+        @numba_basic.numba_njit
+        def dot(x, y, out=None):
+            if out is None:
+                out = np.empty((x.shape[0], y.shape[1]), dtype=dtype)
+            return product(x, y, out)
+
+        dot.handles_out = True
+        return dot, CACHE_VERSION
+
+    @register_funcify_default_op_cache_key(BatchedDot)
+    def quick_batched_dot(op, node, **kwargs):
+        if not _same_float_dtype(node):
+            return pytensor_batched(op, node, **kwargs)
+        dtype = node.outputs[0].type.numpy_dtype
+        product = _product()
+
+        @numba_basic.numba_njit
+        def batched_dot(x, y, out=None):
+            if out is None:
+                out = np.empty(x.shape[:-1] + y.shape[2:], dtype=dtype)
+            for b in range(out.shape[0]):
+                product(x[b], y[b], out[b])
+            return out
+
+        batched_dot.handles_out = True
+        return batched_dot, CACHE_VERSION
+
+    _installed = True
