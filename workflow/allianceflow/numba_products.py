@@ -20,10 +20,12 @@ these, and a change here is a new key. The tests compare both with NumPy on ever
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Bump when the functions below change: part of the cache key of every compiled product.
-CACHE_VERSION = 7001
+CACHE_VERSION = 7002
 # Above this many multiply-adds (m k n) a product goes to BLAS: there the copies are cheap
 # next to the product, and BLAS's blocking beats the loop.
 BLAS_FROM = 1_000_000
@@ -37,7 +39,10 @@ def _same_float_dtype(node) -> bool:
     return len(dtypes) == 1 and next(iter(dtypes)) in _FLOATS
 
 
+@functools.cache
 def _product():
+    """One Numba function for every product node of the process, so that it compiles once
+    per operand layout, not once per node."""
     from pytensor.link.numba.dispatch import basic as numba_basic
 
     @numba_basic.numba_njit
@@ -60,52 +65,56 @@ def _product():
     return product
 
 
+def _dot(dtype):
+    from pytensor.link.numba.dispatch import basic as numba_basic
+
+    product = _product()
+
+    @numba_basic.numba_njit
+    def dot(x, y, out=None):
+        if out is None:
+            out = np.empty((x.shape[0], y.shape[1]), dtype=dtype)
+        return product(x, y, out)
+
+    return dot
+
+
+def _batched_dot(dtype):
+    from pytensor.link.numba.dispatch import basic as numba_basic
+
+    product = _product()
+
+    @numba_basic.numba_njit
+    def batched_dot(x, y, out=None):
+        if out is None:
+            out = np.empty(x.shape[:-1] + y.shape[2:], dtype=dtype)
+        for b in range(out.shape[0]):
+            product(x[b], y[b], out[b])
+        return out
+
+    return batched_dot
+
+
 def install() -> None:
     """Register the quick products with PyTensor's Numba dispatch (idempotent)."""
     global _installed
     if _installed:
         return
-    from pytensor.link.numba.dispatch import basic as numba_basic
     from pytensor.link.numba.dispatch import elemwise as numba_elemwise
     from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
     from pytensor.tensor.blas import BatchedDot
     from pytensor.tensor.math import Dot
 
-    pytensor_dot = numba_elemwise.numba_funcify_Dot
-    pytensor_batched = numba_elemwise.numba_funcify_BatchedDot
+    for op_type, build, pytensor_impl in (
+            (Dot, _dot, numba_elemwise.numba_funcify_Dot),
+            (BatchedDot, _batched_dot, numba_elemwise.numba_funcify_BatchedDot)):
 
-    @register_funcify_default_op_cache_key(Dot)
-    def quick_dot(op, node, **kwargs):
-        if not _same_float_dtype(node):
-            return pytensor_dot(op, node, **kwargs)
-        dtype = node.outputs[0].type.numpy_dtype
-        product = _product()
+        def quick(op, node, build=build, pytensor_impl=pytensor_impl, **kwargs):
+            if not _same_float_dtype(node):
+                return pytensor_impl(op, node, **kwargs)
+            fn = build(node.outputs[0].type.numpy_dtype)
+            fn.handles_out = True  # writes into the output it is given
+            return fn, CACHE_VERSION
 
-        @numba_basic.numba_njit
-        def dot(x, y, out=None):
-            if out is None:
-                out = np.empty((x.shape[0], y.shape[1]), dtype=dtype)
-            return product(x, y, out)
-
-        dot.handles_out = True
-        return dot, CACHE_VERSION
-
-    @register_funcify_default_op_cache_key(BatchedDot)
-    def quick_batched_dot(op, node, **kwargs):
-        if not _same_float_dtype(node):
-            return pytensor_batched(op, node, **kwargs)
-        dtype = node.outputs[0].type.numpy_dtype
-        product = _product()
-
-        @numba_basic.numba_njit
-        def batched_dot(x, y, out=None):
-            if out is None:
-                out = np.empty(x.shape[:-1] + y.shape[2:], dtype=dtype)
-            for b in range(out.shape[0]):
-                product(x[b], y[b], out[b])
-            return out
-
-        batched_dot.handles_out = True
-        return batched_dot, CACHE_VERSION
-
+        register_funcify_default_op_cache_key(op_type)(quick)
     _installed = True
