@@ -101,6 +101,36 @@ def add_a_week(work: Path) -> None:
     pd.concat([sessions, wave], ignore_index=True).to_csv(table, index=False)
 
 
+def test_a_failed_fit_is_retried_by_the_same_command(built_copy, project):
+    """A fit that failed in a run whose other jobs finished (a gate failure, a job killed
+    for memory) is made by the next run of the same command, although the index written
+    after the failure is the newest file of the project."""
+    work = built_copy
+    fit = f"data/fits/trials/{WEEKLY}/within_mediation"
+    # as on a first build: the fit and everything after it not made yet
+    for path in [*(work / fit).iterdir(), work / f"data/fits/trials/{WEEKLY}/comparison.csv",
+                 *(work / "reports/trials").glob(f"{WEEKLY}.*"), work / "reports/index.html"]:
+        path.unlink()
+    log = work / f"logs/fit/trials/{WEEKLY}/within_mediation.log"
+    log.unlink()
+    log.mkdir()  # the fit's log cannot be written: the job fails before it starts
+    run = snakemake(work, *CONFIG)
+    assert run.returncode != 0
+    assert not (work / SUMMARY).exists()
+    row = re.search(rf"<tr><td>trial</td><td>{WEEKLY}<br>.*?</tr>",
+                    (work / "reports/index.html").read_text())
+    assert row and "failed" in row.group(0)
+    log.rmdir()  # the cause is gone; nothing else changed
+
+    run = snakemake(work, *CONFIG)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Nothing to be done" not in run.stdout + run.stderr
+    original, _, _ = project
+    assert (work / SUMMARY).read_bytes() == (original / SUMMARY).read_bytes()
+    index = (work / "reports/index.html").read_text()
+    assert f'href="trials/{WEEKLY}.html"' in index and ">failed<" not in index
+
+
 @pytest.fixture(scope="module")
 def new_week_reference(project, tmp_path_factory) -> Path:
     """The built project with a week added to the weekly trial and rebuilt without

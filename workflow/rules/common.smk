@@ -85,6 +85,18 @@ def analysis_code(wildcards):
     return package_code(*FIT_CODE, *ANALYSIS_CODE.get(kind, ()))
 
 
+# Longest first: with jobs side by side, a slow fit that starts late is the run's tail (the
+# default RI-CLPM, the slowest job, started 12 of 18 minutes into a cold run when the
+# scheduler's order was arbitrary). Order from the cold job times in bench/RESULTS.md;
+# the reviews' fits and every other rule keep priority 0.
+FIT_PRIORITY = {"riclpm": 6, "moderation": 5, "growth": 4, "within_mediation": 3,
+                "sequential_mediation": 2, "early_alliance": 1}
+
+
+def fit_priority(wildcards):
+    return FIT_PRIORITY.get(trial_analyses(wildcards.trial).get(wildcards.analysis), 0)
+
+
 def kfold_code(wildcards):
     return analysis_code(wildcards) + package_code("trial_kfold.py")
 

@@ -152,6 +152,11 @@ rule index:
 # index is rewritten from what exists, each dataset whose jobs logged an error marked
 # failed with that error, so that the page a reader opens never looks complete when it
 # is not. Runs on the machine Snakemake runs on (also under the SLURM profile).
+# That index is then dated 2 January 1970, older than any of its inputs: Snakemake does not
+# remake missing intermediate files (a failed job's removed outputs) below a target that
+# exists and is newer than its inputs, so the same command run again would report nothing
+# to be done and never retry the failed job. (Not the epoch itself: Snakemake reads a
+# modification time of 0 as none.)
 onerror:
     shell(
         "mkdir -p logs/report && python -m allianceflow index --reports-dir reports"
@@ -159,3 +164,5 @@ onerror:
         " --clean-dir data/clean --logs-dir logs --reviews {REVIEWS} --trials {TRIALS}"
         " --out reports/index.html > logs/report/index-after-failure.log 2>&1 || true"
     )
+    if os.path.exists("reports/index.html"):
+        os.utime("reports/index.html", (86400, 86400))

@@ -52,6 +52,7 @@ rule fit_trial_analysis:
         settings=fit_settings(("sampler", "checks")),
         out=lambda wildcards, output: str(Path(output.summary).parent),
     threads: config["sampler"]["threads"]
+    priority: fit_priority
     log:
         "logs/fit/trials/{trial}/{analysis}.log",
     resources:
