@@ -32,6 +32,8 @@ rule clean_trial:
     params:
         raw=lambda wildcards: f"{RAW}/trials/{wildcards.trial}",
         out=lambda wildcards, output: str(Path(output.info).parent),
+    # seconds long, and the trial fits (the longest jobs, see FIT_PRIORITY) wait on it
+    priority: max(FIT_PRIORITY.values()) + 1
     log:
         "logs/clean/trials/{trial}.log",
     resources:
