@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from . import numba_products
-
 LOG = logging.getLogger(__name__)
 
 # Bump when the generated source below changes: part of every callback's cache key.
@@ -269,7 +267,6 @@ def compile_numba(model, var_names=None) -> Any:
     from numba import types
     from pymc.initial_point import make_initial_point_fn
 
-    numba_products.install()
     if not pytensor.config.numba__cache:
         return nutpie.compile_pymc_model(model, var_names=var_names)
 

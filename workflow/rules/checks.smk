@@ -8,8 +8,7 @@ rule sbc_batch:
     input:
         unpack(sbc_template_inputs),
         code=package_code(
-            "sbc.py", "checks.py", "fitting.py", "compiled.py", "numba_products.py",
-            "models/meta.py",
+            "sbc.py", "checks.py", "fitting.py", "compiled.py", "models/meta.py",
             "models/bias.py", "models/predictive.py",
             "models/growth.py", "models/early_alliance.py", "models/riclpm.py",
             "models/sequential_mediation.py", "models/within_mediation.py",

@@ -9,8 +9,7 @@ rule fit_review:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
         code=package_code(
-            "meta_stage.py", "fitting.py", "compiled.py", "numba_products.py", "checks.py",
-            "models/meta.py",
+            "meta_stage.py", "fitting.py", "compiled.py", "checks.py", "models/meta.py",
             "models/bias.py", "models/predictive.py", "provenance.py", "history.py",
         ),
     output:
@@ -82,8 +81,8 @@ rule influence_review:
     input:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
-        code=package_code("meta_influence.py", "fitting.py", "compiled.py", "numba_products.py",
-                          "models/meta.py", "models/predictive.py"),
+        code=package_code("meta_influence.py", "fitting.py", "compiled.py", "models/meta.py",
+                          "models/predictive.py"),
     output:
         loso=report(
             "data/fits/meta/{review}/loso.csv",
