@@ -11,7 +11,11 @@ from allianceflow.analyses import check_analysis
 from allianceflow.errors import ConfigError
 from allianceflow.models import early_alliance as early
 from allianceflow.models import growth, riclpm
-from allianceflow.models.gaussian import intercept_slope_loglik, intercept_slope_posterior
+from allianceflow.models.gaussian import (
+    intercept_slope_given_data,
+    intercept_slope_loglik,
+    intercept_slope_posterior,
+)
 from allianceflow.reports import headline_parameter
 from allianceflow.scoring import score_error_variance
 from scipy import stats
@@ -37,6 +41,45 @@ def test_intercept_slope_likelihood_and_posterior_match_dense_algebra():
         v = np.linalg.inv(np.linalg.inv(g) + z.T @ np.diag(1 / d[m]) @ z)
         mean = v @ z.T @ (r[m] / d[m])
         assert post[j] == pytest.approx([mean[0], mean[1], v[0, 0], v[0, 1], v[1, 1]])
+
+
+def test_latent_pairs_through_standard_normals_have_the_conditional_law():
+    """eta = E[eta | r] + R z has mean and covariance of eta given r, and the change of
+    variables is exact: prior(eta) p(r | eta) |d eta / d z| = p(r) N(z), the identity
+    the growth model's likelihood rests on. A patient without rows gets eta = L z."""
+    rng = np.random.default_rng(3)
+    patient = np.repeat([0, 1], [5, 2])  # patient 2 has no rows
+    f = rng.uniform(-0.5, 0.5, 7)
+    r, d = rng.normal(size=7), rng.uniform(0.2, 1.5, 7)
+    s0, s1, rho = 0.8, 0.4, 0.3
+    g = np.array([[s0**2, rho * s0 * s1], [rho * s0 * s1, s1**2]])
+    zs = pt.matrix("z")
+    eta = intercept_slope_given_data(pytensor.shared(r), f, pytensor.shared(d), patient, 3,
+                                     s0, s1, rho, zs)
+    evaluate = pytensor.function([zs], eta)
+    post = intercept_slope_posterior(pytensor.shared(r), f, pytensor.shared(d), patient, 3,
+                                     s0, s1, rho).eval()
+    marginal = intercept_slope_loglik(pytensor.shared(r), f, pytensor.shared(d), patient, 3,
+                                      s0, s1, rho).eval()
+    z0 = rng.normal(size=(3, 2))
+    at_zero = evaluate(np.zeros((3, 2)))
+    # eta is affine in z: its columns are R's
+    r_cols = [evaluate(np.eye(2)[[k] * 3]) - at_zero for k in range(2)]
+    for j in range(3):
+        rmat = np.column_stack([r_cols[0][j], r_cols[1][j]])
+        assert at_zero[j] == pytest.approx(post[j, :2])
+        assert rmat @ rmat.T == pytest.approx(np.array([[post[j, 2], post[j, 3]],
+                                                        [post[j, 3], post[j, 4]]]))
+        e = evaluate(z0)[j]
+        m = patient == j
+        z = np.c_[np.ones(m.sum()), f[m]]
+        lik = stats.multivariate_normal(z @ e, np.diag(d[m])).logpdf(r[m]) if m.any() else 0
+        lhs = (stats.multivariate_normal(np.zeros(2), g).logpdf(e) + lik
+               + np.log(abs(np.linalg.det(rmat))))
+        rhs = marginal[j] + stats.norm.logpdf(z0[j]).sum()
+        assert lhs == pytest.approx(rhs)
+    chol = np.linalg.cholesky(g)
+    assert evaluate(z0)[2] == pytest.approx(chol @ z0[2])
 
 
 def test_intercept_slope_likelihood_stays_finite_with_a_zero_sd():

@@ -25,12 +25,14 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 import xarray as xr
+import yaml
 from allianceflow.analyses import find_analysis
-from allianceflow.fitting import SamplerSettings, sample
+from allianceflow.fitting import GateThresholds, SamplerSettings, diagnostics, sample
 from allianceflow.models import early_alliance as early
 from allianceflow.models import growth
 from allianceflow.trial_models_stage import fit_growth, fit_riclpm
 
+from ..conftest import ROOT
 from .test_mediation_recovery import covered, trial_and_truth, with_tails
 
 pytestmark = pytest.mark.slow
@@ -68,16 +70,20 @@ def test_riclpm_recovers_the_adolescent_truth():
         assert abs(s.loc[name, "mean"] - value) < 3 * s.loc[name, "sd"], name
 
 
+LEVEL_TREND_COV = [[0.25, 0.045], [0.045, 0.09]]
+
+
 def simulate_growth(seed, n=200, sessions=12, kappa_adh=0.0, kappa_arm=0.0,
-                    missing=0.1):
+                    missing=0.1, level_trend_cov=LEVEL_TREND_COV, trend=(0.2, 0.3)):
     """Data from the growth model itself (single-column alliance: no measurement error),
     with a session-level moderator, 10% missed sessions and dropout that depends on the
-    last observed outcome (missing at random)."""
+    last observed outcome (missing at random). `level_trend_cov`: of the patients'
+    alliance levels and trends; `trend`: the alliance's mean trend and its arm effect."""
     rng = np.random.default_rng(seed)
     f = np.linspace(0, 1, sessions)
     x = rng.integers(0, 2, n).astype(float)
-    lt = rng.multivariate_normal([0, 0], [[0.25, 0.045], [0.045, 0.09]], n)
-    level, trend = 3.5 + 0.1 * x + lt[:, 0], 0.2 + 0.3 * x + lt[:, 1]
+    lt = rng.multivariate_normal([0, 0], level_trend_cov, n)
+    level, trend = 3.5 + 0.1 * x + lt[:, 0], trend[0] + trend[1] * x + lt[:, 1]
     delta = rng.normal(0, 0.3, (n, sessions))
     alliance = level[:, None] + trend[:, None] * (f - 0.5) + delta
     adherence = rng.normal(5, 0.8, (n, sessions))
@@ -223,3 +229,45 @@ def test_shown_trajectories_are_reproducible_and_finite():
                                      np.linspace(0, 1, 6), seed=3)
     assert traj.sizes["shown"] == 4 and traj.sizes["time"] == 6
     assert isinstance(traj, xr.DataArray) and np.isfinite(traj).all()
+
+
+DEFAULT = SamplerSettings.from_config(
+    yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["sampler"])
+
+
+@pytest.mark.parametrize("case, level_trend_cov, trend", [
+    # a stable alliance: patients differ in their level only, and nobody's alliance trends
+    ("no_trend", [[0.25, 0.0], [0.0, 0.0]], (0.0, 0.0)),
+    # patients barely differ at all: the level and trend SDs are 0.01 against 0.3 within
+    ("no_between_patient_variance", [[1e-4, 0.0], [0.0, 1e-4]], (0.2, 0.3)),
+])
+def test_growth_samples_cleanly_where_patients_barely_differ(case, level_trend_cov, trend):
+    """The cases where the centred latent levels and trends had funnels (issue 26): at the
+    workflow's default sampler settings the gate passes and the truth is recovered."""
+    sessions, patients = simulate_growth(31, n=150, sessions=10,
+                                         level_trend_cov=level_trend_cov, trend=trend)
+    spec = growth.GrowthSpec(outcome="y", alliance="alliance", start=1, end=10, arm=True)
+    data = growth.prepare(sessions, patients, spec)
+    idata = sample(growth.build_model(data, spec), DEFAULT, log_likelihood=False)
+    post = idata["posterior"].to_dataset()
+    names = ["alliance_within", "alliance_between", "sd_alliance_within", "sigma",
+             "sd_alliance_level", "sd_alliance_trend", "alliance_time", "arm:time"]
+    s = with_tails(post, names, "growth")
+    gate = diagnostics(idata, s.reset_index(), GateThresholds(), "growth")
+    print(case, {k: gate[k] for k in ("max_rhat", "min_ess_bulk", "min_ess_tail",
+                                      "divergences", "min_bfmi")})
+    assert gate["passed"], gate["failures"]
+    covered(s, "alliance_within", -1.5)
+    covered(s, "sd_alliance_within", 0.3, level=0.99)
+    covered(s, "sigma", 2.0, level=0.99)
+    covered(s, "alliance_time", trend[0], level=0.99)
+    sds = np.sqrt(np.diag(level_trend_cov))
+    for name, sd in zip(("sd_alliance_level", "sd_alliance_trend"), sds, strict=True):
+        if sd > 0.05:
+            covered(s, name, sd, level=0.99)
+        else:  # a zero SD: the posterior reaches down to it, and rules out the
+            # patients' differing by half the true level SD (0.5) in the first case
+            assert s.loc[name, "q2.5"] < 0.05, (name, s.loc[name].to_dict())
+            assert s.loc[name, "q97.5"] < 0.25, (name, s.loc[name].to_dict())
+    if case == "no_trend":  # the between effect is identified by the levels' spread
+        covered(s, "alliance_between", -1.0)

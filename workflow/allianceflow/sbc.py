@@ -39,7 +39,7 @@ from .models import early_alliance as early
 from .models import growth, riclpm
 from .models import sequential_mediation as seq
 from .models import within_mediation as within
-from .models.gaussian import simulate_compound_symmetric, simulate_normal
+from .models.gaussian import simulate_compound_symmetric
 from .models.meta import MetaPriors, build_model
 from .models.meta import predictive as meta_predictive
 
@@ -212,8 +212,12 @@ def meta_case(kind: str, effects: pd.DataFrame, info: dict[str, Any],
 
 def growth_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.DataFrame,
                 patients: pd.DataFrame) -> SbcCase:
-    """Alliance scores first (latent levels, trends and deviations plus item error),
-    then the outcome from the model evaluated on them."""
+    """Alliance scores first, each patient's latent level and trend drawn from its
+    prior (with the deviations and item error), then the outcome from the model
+    evaluated on them. The model writes the latent parts through standard normals given
+    the scores (models/growth.py, alliance_part), so the prior draw of those normals,
+    evaluated on the new scores, is a draw of the latent parts given the scores: the
+    outcome is simulated from the same latent parts that made the scores."""
     from .trial_models_stage import growth_spec
 
     spec = growth_spec(analysis, info)
@@ -223,8 +227,8 @@ def growth_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Dat
     model = growth.build_model(data, spec)
     blocks = growth.predictive(data, spec, model, {})
     return SbcCase(analysis["type"], model, [
-        Step(model.predictive_parts["alliance_given_latent"],
-             lambda v, rng: {"alliance_seen": one(simulate_normal(v, rng))}),
+        Step(blocks["alliance"].parts,
+             lambda v, rng: {"alliance_seen": one(blocks["alliance"].simulate(v, rng))}),
         Step(blocks["outcome"].parts,
              lambda v, rng: {"outcome": one(blocks["outcome"].simulate(v, rng))},
              after_data=True)])
@@ -232,8 +236,10 @@ def growth_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Dat
 
 def early_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.DataFrame,
                patients: pd.DataFrame) -> SbcCase:
-    """The early alliance scores, then the later outcomes (which depend on the observed
-    score only when the score is taken as error-free)."""
+    """The early alliance scores, then the later outcomes from the model evaluated on
+    them (the true scores are written through standard normals given the observed
+    scores, models/early_alliance.py, so the prior draw of those normals on the new
+    scores is a draw of the true scores given them)."""
     from .trial_models_stage import early_spec
 
     spec = early_spec(analysis, info)
@@ -246,7 +252,7 @@ def early_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Data
                                                * rng.standard_normal(v["mean"].shape))}),
         Step(blocks["outcome"].parts,
              lambda v, rng: {"y": one(blocks["outcome"].simulate(v, rng))},
-             after_data=spec.error_sd == 0)])
+             after_data=True)])
 
 
 def riclpm_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.DataFrame,

@@ -83,8 +83,7 @@ def fit_growth(analysis, info, sessions, patients, settings: SamplerSettings) ->
     traj = growth.shown_trajectories(post, growth.course_time(np.array(grid), spec.start,
                                                               spec.end), settings.seed)
     draws = xr.merge([post[[v for v in post.data_vars
-                            if not v.startswith(("alliance_patient", "z_", "shown_",
-                                                 "loglik"))]],
+                            if not v.startswith(("z_", "shown_", "loglik"))]],
                       growth.derived_quantities(post, spec, arm_name),
                       xr.Dataset({"trajectory": traj.rename(time="session")
                                   .assign_coords(session=grid)})])
@@ -124,7 +123,7 @@ def fit_early(analysis, info, sessions, patients, settings: SamplerSettings) -> 
     post = idata["posterior"].to_dataset()
     with_patient_loglik(idata, post["loglik_patient"])
     draws = post[[v for v in post.data_vars
-                  if not v.startswith(("early_true", "early_missed", "z_", "loglik"))]]
+                  if not v.startswith(("z_", "loglik"))]]
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,
             "patients_without_later_outcome": data.n_no_outcome,
             "early_alliance_missed": int(np.isnan(data.early).sum()),

@@ -22,7 +22,11 @@ The early alliance A_i is a latent true score, A_i ~ N(alpha_0 + alpha_arm x_i +
 therapist + site, sd_early_alliance): it is observed with the item-based error SD of the
 session's score (none for single-column measures), which would otherwise attenuate the
 effect; and a patient who missed the early session keeps their outcome sessions in the
-likelihood, A_i being imputed from its distribution. early_alliance_per_sd is the effect
+likelihood, A_i being imputed from its distribution. The observed scores' likelihood is
+their marginal, N(alpha_0 + ..., sqrt(sd_early_alliance^2 + e^2)), and each A_i is
+sampled through a standard normal given the patient's score (non-centred where a score
+is missed or patients barely differ, centred where the score pins the patient down), so
+there is no funnel as sd_early_alliance goes to 0. early_alliance_per_sd is the effect
 per SD of true early alliance.
 
 Priors: as in models/growth.py (intercept N(mean_y, 2 s_y); time, arm and covariate
@@ -119,19 +123,29 @@ def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
         mean = mean + group_intercepts("sd_site_alliance", data.site, s_a / 2)
     sd = pm.HalfNormal("sd_early_alliance", s_a)
     early_seen = pm.Data("early_seen", data.early[seen])  # data: SBC swaps them
-    if spec.error_sd > 0:
-        true = pm.Normal("early_true", mean, sd)
-        pm.Normal("early_obs", true[seen], spec.error_sd, observed=early_seen)
-        pm.modelcontext(None).predictive_parts = {"early": {"mean": true[seen],
-                                                           "sd": pt.as_tensor(spec.error_sd)}}
-        return true, sd
-    pm.Normal("early_obs", mean[seen], sd, observed=early_seen)
-    pm.modelcontext(None).predictive_parts = {"early": {"mean": mean[seen], "sd": sd}}
-    true = pt.zeros(data.n_patients)[np.flatnonzero(seen)].set(early_seen)
+    e2 = spec.error_sd**2
+    # the observed scores' density with the true scores integrated out
+    pm.Normal("early_obs", mean[seen], pt.sqrt(sd**2 + e2), observed=early_seen)
+    # the scores' replicates (SBC simulates them from a prior draw)
+    pm.modelcontext(None).predictive_parts = {"early": {"mean": mean[seen],
+                                                       "sd": pt.sqrt(sd**2 + e2)}}
+    # each true score through a standard normal given the patient's observed score: with
+    # w = sd^2 / (sd^2 + e^2) the true score given it is Normal(mean + w (obs - mean),
+    # sd e / sqrt(sd^2 + e^2)); a missed score is Normal(mean, sd) (non-centred) and an
+    # error-free one is the score itself. Sampling the true scores themselves has a
+    # funnel where patients barely differ (sd near 0 against the error).
+    obs = pt.zeros(data.n_patients)[np.flatnonzero(seen)].set(early_seen)
     missed = np.flatnonzero(~seen)
-    if missed.size:
-        imputed = pm.Normal("early_missed", mean[missed], sd)
-        true = pt.set_subtensor(true[missed], imputed)
+    if e2 > 0:
+        w = sd**2 / (sd**2 + e2)
+        scale = pt.where(seen, sd * spec.error_sd / pt.sqrt(sd**2 + e2), sd)
+        z = pm.Normal("z_early", 0.0, 1.0, shape=data.n_patients)
+        true = mean + pt.where(seen, w * (obs - mean), 0.0) + scale * z
+    else:
+        true = obs
+        if missed.size:
+            z = pm.Normal("z_early", 0.0, 1.0, shape=missed.size)
+            true = pt.set_subtensor(true[missed], mean[missed] + sd * z)
     return true, sd
 
 

@@ -136,6 +136,46 @@ def intercept_slope_posterior(resid, f: np.ndarray, var, patient: np.ndarray,
     return pt.stack([mean0, mean1, v00, v01, v11], axis=1)
 
 
+def intercept_slope_given_data(resid, f: np.ndarray, var, patient: np.ndarray,
+                               n_patients: int, sd_level, sd_slope, rho, z):
+    """Each patient's random (level, slope) written through standard normals z (n x 2)
+    that are scaled and shifted by what the patient's own rows say about it:
+
+        eta = E[eta | r] + R z,   R R' = Cov[eta | r]   (intercept_slope_posterior's),
+
+    with R = L M^-T for K = M M' (so R R' = L K^-1 L'). Given z ~ N(0, I) this eta is
+    distributed as the patient's latent given their residuals r, so that the prior of
+    eta times the density of r given eta equals the marginal density of r
+    (intercept_slope_loglik) times N(z; 0, I): a model adds the first as its likelihood
+    and samples z.
+
+    Why: the centred form (eta itself sampled) has a funnel where patients barely differ
+    (eta pinned near the mean as the SD goes to zero) and the non-centred one (eta = L z)
+    a ridge where a patient's rows pin eta down (z = eta / SD, so z and the SD move
+    together). Here z's scale follows the data: eta = L z where the rows say little (a
+    patient with no rows gets exactly the non-centred form), eta = estimate + standard
+    error times z where they say much, with the weights chosen patient by patient and
+    draw by draw from the data and the SDs. K >= I keeps M well conditioned, and R goes
+    smoothly to 0 with the SDs.
+    """
+    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _ = _intercept_slope_terms(
+        resid, f, var, patient, n_patients, sd_level, sd_slope, rho)
+    m00 = pt.sqrt(k00)
+    m10 = k01 / m00
+    m11 = pt.sqrt(k11 - m10**2)
+    # K^-1 c by the Cholesky factor, then the mean L K^-1 c
+    w0 = c0 / m00
+    w1 = (c1 - m10 * w0) / m11
+    u1 = w1 / m11
+    u0 = (w0 - m10 * u1) / m00
+    # M^-T = [[1/m00, -m10/(m00 m11)], [0, 1/m11]]; R = L M^-T
+    a0 = z[:, 0] / m00 - z[:, 1] * m10 / (m00 * m11)
+    a1 = z[:, 1] / m11
+    level = l00 * (u0 + a0)
+    slope = l10 * (u0 + a0) + l11 * (u1 + a1)
+    return pt.stack([level, slope], axis=1)
+
+
 # ---- replicated data (numpy), for the predictive checks: per-draw parts in, draws out
 
 

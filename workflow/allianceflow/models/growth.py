@@ -32,6 +32,16 @@ lambda sd_e^2). Sessions with the outcome but no alliance get N(mu_it, sigma^2 +
 sd_w^2); sessions with alliance but no outcome inform the alliance part. Missed
 sessions and dropout are therefore handled by the likelihood (missing at random).
 
+How (l_i, t_i) are sampled: neither centred (a funnel where patients barely differ in
+their alliance, as in a trial whose alliance is stable) nor non-centred (a ridge where
+each patient's many scores pin their own level down), but through standard normals
+given the patient's own alliance scores, (l_i, t_i) = E[. | scores] + R z_i with R R' the
+covariance given the scores (gaussian.intercept_slope_given_data). The alliance scores'
+likelihood is then their marginal, with l_i and t_i integrated out, and z_i is close to
+standard normal whatever the SDs, because what the outcome adds about a patient's
+alliance is small next to what their alliance scores say. Non-centred and centred are
+its two limits, reached per patient and draw from the data.
+
 `decomposition: observed` is the classic alternative (and the one most published alliance
 studies used): each patient's OLS alliance line gives their level at mid-course and their
 trend, plugged in as known, and the session's residual from it is the within part. It
@@ -64,13 +74,13 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from .gaussian import (
+    intercept_slope_given_data,
     intercept_slope_loglik,
     intercept_slope_posterior,
     simulate_intercept_slope,
 )
 from .multilevel import (
     PatientDesign,
-    centred_pairs,
     complete_patients,
     fixed_effects,
     group_codes,
@@ -179,15 +189,21 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: GrowthSpec) ->
     )
 
 
-def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float):
-    """Latent patient mean L and trend T of the alliance. Returns (L, T, each row's
-    expected alliance, sd_alliance_within, (fixed L, fixed T, SDs and correlation of the
-    patients' deviations from them)); with the observed decomposition, the OLS levels and
-    trends and None twice (the alliance is then not modelled)."""
+def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float, alliance_seen):
+    """Latent patient mean L and trend T of the alliance, and the alliance's likelihood.
+    Returns (L, T, each row's expected alliance, sd_alliance_within, var_a, the replicated
+    alliance's parts); with the observed decomposition, the OLS levels and trends, the
+    rows' OLS values and None thrice (the alliance is then not modelled).
+
+    Each patient's (L_i, T_i) is written through standard normals scaled by what their
+    own alliance scores say (gaussian.intercept_slope_given_data): non-centred where a
+    patient has few scores or patients barely differ, centred where the scores pin the
+    patient down, chosen per patient and draw from the data. The alliance scores' density
+    is then their marginal, the latent parts integrated out."""
     if data.observed_parts is not None:
         level, trend = data.observed_parts
         return (level, trend, level[data.patient] + trend[data.patient] * (data.f - 0.5),
-                None, None)
+                None, None, None)
     a_obs = data.alliance[~np.isnan(data.alliance)]
     level = pm.Normal("alliance_intercept", a_obs.mean(), 2 * s_a) * np.ones(data.n_patients)
     trend = pm.Normal("alliance_time", 0.0, s_a) * np.ones(data.n_patients)
@@ -198,12 +214,29 @@ def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float):
         level = level + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2)
     if data.site is not None:
         level = level + group_intercepts("sd_site_alliance", data.site, s_a / 2)
-    sds = pair_prior(("sd_alliance_level", "sd_alliance_trend", "corr_alliance_level_trend"),
-                     (s_a, s_a), spec.lkj_eta)
-    lt = centred_pairs("alliance_patient", pt.stack([level, trend], axis=1), *sds)
-    row_mean = lt[data.patient, 0] + lt[data.patient, 1] * (data.f - 0.5)
-    return (lt[:, 0], lt[:, 1], row_mean, pm.HalfNormal("sd_alliance_within", s_a),
-            (level, trend, *sds))
+    sd_l, sd_t, rho = pair_prior(
+        ("sd_alliance_level", "sd_alliance_trend", "corr_alliance_level_trend"), (s_a, s_a),
+        spec.lkj_eta)
+    sd_w = pm.HalfNormal("sd_alliance_within", s_a)
+    var_a = sd_w**2 + spec.error_sd**2
+    has_a = ~np.isnan(data.alliance)
+    pa, fa = data.patient[has_a], data.f[has_a] - 0.5
+    fixed_rows = level[pa] + trend[pa] * fa
+    resid = alliance_seen - fixed_rows
+    var_rows = var_a * pt.ones(int(has_a.sum()))
+    args = (fa, var_rows, pa, data.n_patients, sd_l, sd_t, rho)
+    # the per-patient marginal is also what LOO-PIT of the alliance weighs by (given the
+    # latent values, a patient's own scores would dominate their weights)
+    marginal = pm.Deterministic("loglik_alliance_patient", intercept_slope_loglik(resid, *args))
+    pm.Potential("alliance_loglik", marginal.sum())
+    z = pm.Normal("z_alliance_patient", 0.0, 1.0, shape=(data.n_patients, 2))
+    deviation = intercept_slope_given_data(resid, *args, z)
+    lt_level, lt_trend = level + deviation[:, 0], trend + deviation[:, 1]
+    row_mean = lt_level[data.patient] + lt_trend[data.patient] * (data.f - 0.5)
+    # replicated alliance: each patient's level and trend drawn again (mixed replicates,
+    # so that a replicate does not know the patient's own scores)
+    parts = {"mean": fixed_rows, "var": var_a, "sd_level": sd_l, "sd_slope": sd_t, "rho": rho}
+    return lt_level, lt_trend, row_mean, sd_w, var_a, parts
 
 
 def outcome_rows(data: GrowthData) -> np.ndarray:
@@ -253,31 +286,17 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
     x_arm = x[:, names.index("arm")] if "arm" in names else None
     has_a = ~np.isnan(data.alliance)
     with pm.Model() as model:
-        level, trend, a_mean, sd_w, fixed = alliance_part(data, spec, x_arm, s_a)
         # the measured values as data (the priors are scaled by the dataset itself), so
         # that simulation-based calibration can refit the compiled model
         alliance_seen = pm.Data("alliance_seen", data.alliance[has_a])
+        level, trend, a_mean, sd_w, var_a, alliance_parts = alliance_part(
+            data, spec, x_arm, s_a, alliance_seen)
         alliance = pt.zeros(len(data.alliance))[np.flatnonzero(has_a)].set(alliance_seen)
         if sd_w is None:  # observed decomposition: the observed deviation is the within part
             e2, lam, sd_w = 0.0, 1.0, 0.0
         else:
             e2 = spec.error_sd**2
-            var_a = sd_w**2 + e2
             lam = pm.Deterministic("reliability_within", sd_w**2 / var_a)
-            pm.Normal("alliance_obs", a_mean[has_a], pt.sqrt(var_a), observed=alliance_seen)
-            # each patient's alliance scores with their latent level and trend integrated
-            # out: the per-patient log-likelihood that LOO-PIT of the alliance weighs by
-            # (given the latent values, a patient's own scores would dominate their weights)
-            pa, fa = data.patient[has_a], data.f[has_a] - 0.5
-            fixed_level, fixed_trend, sd_l, sd_t, rho_lt = fixed
-            fixed_rows = fixed_level[pa] + fixed_trend[pa] * fa
-            pm.Deterministic("loglik_alliance_patient", intercept_slope_loglik(
-                alliance_seen - fixed_rows, fa, var_a * pt.ones(int(has_a.sum())), pa,
-                data.n_patients, sd_l, sd_t, rho_lt))
-            # replicated alliance: each patient's level and trend drawn again (mixed
-            # replicates, so that a replicate does not know the patient's own scores)
-            alliance_parts = {"mean": fixed_rows, "var": var_a, "sd_level": sd_l,
-                              "sd_slope": sd_t, "rho": rho_lt}
 
         beta = fixed_effects(names, s_y)
         beta_t = fixed_effects(names, s_y, suffix=":time")
@@ -324,9 +343,6 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             "sd_level": sd0, "sd_slope": sd1, "rho": rho}}
         if data.observed_parts is None:
             model.predictive_parts["alliance"] = alliance_parts
-            # given the latent levels and trends: how SBC simulates data from one draw
-            model.predictive_parts["alliance_given_latent"] = {
-                "mean": a_mean[has_a], "sd": pt.sqrt(var_a)}
         if shown is not None and len(shown):
             pm.Deterministic("shown_fixed", pt.stack([patient_level[shown],
                                                       patient_slope[shown]], axis=1))

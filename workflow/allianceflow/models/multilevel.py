@@ -4,7 +4,8 @@ therapist and site intercepts, and the patient-level design (arm and baseline co
 Therapist and site intercepts are non-centred (standard normal latents scaled by their
 SDs): few patients per therapist inform them weakly, and the centred form then has funnels
 that NUTS cannot cross. Patients' outcome levels and slopes are integrated out
-(gaussian.intercept_slope_loglik); the alliance's are centred (see centred_pairs).
+(gaussian.intercept_slope_loglik); the alliance's are written through standard normals
+given the patient's own scores (gaussian.intercept_slope_given_data).
 """
 
 from __future__ import annotations
@@ -60,14 +61,6 @@ def pair_prior(names: tuple[str, str, str], scales: tuple[float, float], eta: fl
     """SDs and correlation of a (level, slope) pair: HalfNormal(scale) SDs, LKJ(eta)."""
     return (pm.HalfNormal(names[0], scales[0]), pm.HalfNormal(names[1], scales[1]),
             lkj2_corr(names[2], eta))
-
-
-def centred_pairs(name: str, mean, sd0, sd1, rho):
-    """Per-patient (level, slope) pairs drawn around `mean` (n x 2), centred: right when
-    each patient's sessions pin their own pair down well, as the alliance's do."""
-    chol = pt.stack([pt.stack([sd0, pt.zeros(())]),
-                     pt.stack([rho * sd1, sd1 * pt.sqrt(1 - rho**2)])])
-    return pm.MvNormal(name, mu=mean, chol=chol, shape=mean.shape)
 
 
 def group_intercepts(name: str, index: np.ndarray, scale: float):
