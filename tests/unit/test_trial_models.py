@@ -4,6 +4,7 @@ analyses' role mappings. Nothing here samples."""
 
 import numpy as np
 import pandas as pd
+import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 import pytest
@@ -13,9 +14,11 @@ from allianceflow.models import early_alliance as early
 from allianceflow.models import growth, riclpm
 from allianceflow.models.gaussian import (
     intercept_slope_given_data,
+    intercept_slope_level_information,
     intercept_slope_loglik,
     intercept_slope_posterior,
 )
+from allianceflow.models.multilevel import group_intercepts
 from allianceflow.reports import headline_parameter
 from allianceflow.scoring import score_error_variance
 from scipy import stats
@@ -80,6 +83,33 @@ def test_latent_pairs_through_standard_normals_have_the_conditional_law():
         assert lhs == pytest.approx(rhs)
     chol = np.linalg.cholesky(g)
     assert evaluate(z0)[2] == pytest.approx(chol @ z0[2])
+
+
+def test_group_intercepts_scaled_by_information_keep_their_prior():
+    """Scaling the offsets by the data's information is a change of variables: prior
+    draws of the intercepts are N(0, sd) whatever the information (so prior predictive
+    checks and SBC draw them right), and the level information matches dense algebra."""
+    index = np.array([0, 0, 1, 2, 2, 2])
+    with pm.Model():
+        v = group_intercepts("sd_site", index, 1.0, pt.as_tensor([0.0, 5.0, 50.0, 1.0,
+                                                                    2.0, 400.0]))
+        sd = pm.modelcontext(None)["sd_site"]
+        draws_v, draws_sd = pm.draw([v, sd], draws=20000, random_seed=4)
+    ratio = draws_v[:, [0, 2, 3]] / draws_sd[:, None]  # one element per group
+    np.testing.assert_allclose(ratio.mean(axis=0), 0, atol=0.03)
+    np.testing.assert_allclose(ratio.std(axis=0), 1, atol=0.02)
+    rng = np.random.default_rng(5)
+    patient = np.repeat([0, 1], [4, 3])
+    f, d = rng.uniform(0, 1, 7), rng.uniform(0.5, 2, 7)
+    s0, s1, rho = 0.6, 1.1, 0.3
+    g = np.array([[s0**2, rho * s0 * s1], [rho * s0 * s1, s1**2]])
+    info = intercept_slope_level_information(f, pytensor.shared(d), patient, 2, s0, s1,
+                                             rho).eval()
+    for j in range(2):
+        m = patient == j
+        z = np.c_[np.ones(m.sum()), f[m]]
+        cov = np.diag(d[m]) + z @ g @ z.T
+        assert info[j] == pytest.approx(np.ones(m.sum()) @ np.linalg.solve(cov, np.ones(m.sum())))
 
 
 def test_intercept_slope_likelihood_stays_finite_with_a_zero_sd():

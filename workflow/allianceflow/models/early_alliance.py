@@ -43,7 +43,11 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
-from .gaussian import intercept_slope_loglik, simulate_intercept_slope
+from .gaussian import (
+    intercept_slope_level_information,
+    intercept_slope_loglik,
+    simulate_intercept_slope,
+)
 from .multilevel import (
     PatientDesign,
     complete_patients,
@@ -114,16 +118,19 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: EarlySpec) -> 
 def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
     """Each patient's true early alliance: latent where missed or measured with error."""
     seen = ~np.isnan(data.early)
+    sd = pm.HalfNormal("sd_early_alliance", s_a)
+    e2 = spec.error_sd**2
+    # what a patient's early score says about a shift of their group's level
+    information = pt.as_tensor(np.where(seen, 1.0, 0.0)) / (sd**2 + e2)
     mean = pm.Normal("alliance_intercept", data.early_centre, 2 * s_a) * np.ones(data.n_patients)
     if x_arm is not None:
         mean = mean + pm.Normal("alliance_arm", 0.0, s_a) * x_arm
     if data.therapist is not None:
-        mean = mean + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2)
+        mean = mean + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2,
+                                       information)
     if data.site is not None:
-        mean = mean + group_intercepts("sd_site_alliance", data.site, s_a / 2)
-    sd = pm.HalfNormal("sd_early_alliance", s_a)
+        mean = mean + group_intercepts("sd_site_alliance", data.site, s_a / 2, information)
     early_seen = pm.Data("early_seen", data.early[seen])  # data: SBC swaps them
-    e2 = spec.error_sd**2
     # the observed scores' density with the true scores integrated out
     pm.Normal("early_obs", mean[seen], pt.sqrt(sd**2 + e2), observed=early_seen)
     # the scores' replicates (SBC simulates them from a prior draw)
@@ -173,16 +180,19 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
         pm.Deterministic("intercept", intercept - data.g_mid * time)
         for k, name in enumerate(names):
             pm.Deterministic(name, beta[k] - data.g_mid * beta_t[k])
-        level = intercept + pt.dot(x, beta) + effect * centred
-        slope = time + pt.dot(x, beta_t) + effect_t * centred
-        if data.therapist is not None:
-            level += group_intercepts("sd_therapist", data.therapist, s_y / 2)
-        if data.site is not None:
-            level += group_intercepts("sd_site", data.site, s_y / 2)
         pj = data.patient
         sigma = pm.HalfNormal("sigma", s_y)
         sd0, sd1, rho = pair_prior(("sd_level", "sd_slope", "corr_level_slope"), (s_y, s_y),
                                    spec.lkj_eta)
+        level = intercept + pt.dot(x, beta) + effect * centred
+        slope = time + pt.dot(x, beta_t) + effect_t * centred
+        if data.therapist is not None or data.site is not None:
+            information = intercept_slope_level_information(
+                g, sigma**2 * np.ones(len(data.y)), pj, data.n_patients, sd0, sd1, rho)
+        if data.therapist is not None:
+            level += group_intercepts("sd_therapist", data.therapist, s_y / 2, information)
+        if data.site is not None:
+            level += group_intercepts("sd_site", data.site, s_y / 2, information)
         mean = level[pj] + slope[pj] * g
         ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g,
                                     sigma**2 * np.ones(len(data.y)), pj, data.n_patients,

@@ -116,6 +116,17 @@ def intercept_slope_loglik(resid, f: np.ndarray, var, patient: np.ndarray, n_pat
     return -0.5 * (n * np.log(2 * np.pi) + logd + pt.log(det) + quad)
 
 
+def intercept_slope_level_information(f: np.ndarray, var, patient: np.ndarray,
+                                      n_patients: int, sd_level, sd_slope, rho):
+    """Per patient, 1' V^-1 1 for V of intercept_slope_loglik: how precisely the
+    patient's rows fix a shift of all of them (a therapist's or site's intercept), the
+    patient's own random level and slope integrated out (Woodbury, as there)."""
+    _, (k00, k01, k11), (c0, c1), rr, _ = _intercept_slope_terms(
+        pt.ones_like(var), f, var, patient, n_patients, sd_level, sd_slope, rho)
+    det = k00 * k11 - k01**2
+    return rr - (k11 * c0**2 - 2 * k01 * c0 * c1 + k00 * c1**2) / det
+
+
 def intercept_slope_posterior(resid, f: np.ndarray, var, patient: np.ndarray,
                               n_patients: int, sd_level, sd_slope, rho):
     """Each patient's random (level, slope) given their residuals: mean and covariance.

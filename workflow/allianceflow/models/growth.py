@@ -75,6 +75,7 @@ import xarray as xr
 
 from .gaussian import (
     intercept_slope_given_data,
+    intercept_slope_level_information,
     intercept_slope_loglik,
     intercept_slope_posterior,
     simulate_intercept_slope,
@@ -205,15 +206,6 @@ def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float, allianc
         return (level, trend, level[data.patient] + trend[data.patient] * (data.f - 0.5),
                 None, None, None)
     a_obs = data.alliance[~np.isnan(data.alliance)]
-    level = pm.Normal("alliance_intercept", a_obs.mean(), 2 * s_a) * np.ones(data.n_patients)
-    trend = pm.Normal("alliance_time", 0.0, s_a) * np.ones(data.n_patients)
-    if x_arm is not None:
-        level = level + pm.Normal("alliance_arm", 0.0, s_a) * x_arm
-        trend = trend + pm.Normal("alliance_arm:time", 0.0, s_a) * x_arm
-    if data.therapist is not None:
-        level = level + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2)
-    if data.site is not None:
-        level = level + group_intercepts("sd_site_alliance", data.site, s_a / 2)
     sd_l, sd_t, rho = pair_prior(
         ("sd_alliance_level", "sd_alliance_trend", "corr_alliance_level_trend"), (s_a, s_a),
         spec.lkj_eta)
@@ -221,10 +213,22 @@ def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float, allianc
     var_a = sd_w**2 + spec.error_sd**2
     has_a = ~np.isnan(data.alliance)
     pa, fa = data.patient[has_a], data.f[has_a] - 0.5
-    fixed_rows = level[pa] + trend[pa] * fa
-    resid = alliance_seen - fixed_rows
     var_rows = var_a * pt.ones(int(has_a.sum()))
     args = (fa, var_rows, pa, data.n_patients, sd_l, sd_t, rho)
+    level = pm.Normal("alliance_intercept", a_obs.mean(), 2 * s_a) * np.ones(data.n_patients)
+    trend = pm.Normal("alliance_time", 0.0, s_a) * np.ones(data.n_patients)
+    if x_arm is not None:
+        level = level + pm.Normal("alliance_arm", 0.0, s_a) * x_arm
+        trend = trend + pm.Normal("alliance_arm:time", 0.0, s_a) * x_arm
+    if data.therapist is not None or data.site is not None:
+        information = intercept_slope_level_information(*args)
+    if data.therapist is not None:
+        level = level + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2,
+                                         information)
+    if data.site is not None:
+        level = level + group_intercepts("sd_site_alliance", data.site, s_a / 2, information)
+    fixed_rows = level[pa] + trend[pa] * fa
+    resid = alliance_seen - fixed_rows
     # the per-patient marginal is also what LOO-PIT of the alliance weighs by (given the
     # latent values, a patient's own scores would dominate their weights)
     marginal = pm.Deterministic("loglik_alliance_patient", intercept_slope_loglik(resid, *args))
@@ -298,6 +302,21 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             e2 = spec.error_sd**2
             lam = pm.Deterministic("reliability_within", sd_w**2 / var_a)
 
+        b_w = pm.Normal("alliance_within", 0.0, s_y / s_a)
+        if spec.by_arm and x_arm is not None:
+            b_w = b_w + pm.Normal("alliance_within:arm", 0.0, s_y / s_a) * x_arm[pj]
+        for k, mod in enumerate(spec.moderators):
+            sd_mod = float(np.nanstd(data.moderators[:, k])) or 1.0
+            coef = pm.Normal(f"alliance_within:{mod}", 0.0, s_y / s_a / sd_mod)
+            b_w = b_w + coef * np.nan_to_num(data.moderators[:, k])
+        has_y = outcome_rows(data)
+        b_w_rows = b_w if b_w.ndim == 0 else b_w[has_y]
+        extra = pt.where(has_a[has_y], lam * e2, sd_w**2)
+        sigma = pm.HalfNormal("sigma", s_y)
+        sd0, sd1, rho = pair_prior(("sd_intercept", "sd_slope", "corr_intercept_slope"),
+                                   (s_y, s_y), spec.lkj_eta)
+        var_y = sigma**2 + b_w_rows**2 * extra
+
         beta = fixed_effects(names, s_y)
         beta_t = fixed_effects(names, s_y, suffix=":time")
         between = pm.Normal("alliance_between", 0.0, s_y / s_a)
@@ -308,30 +327,20 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
         patient_slope = (pm.Normal("time", 0.0, s_y) + pt.dot(x, beta_t)
                          + pm.Normal("alliance_trend:time", 0.0, s_y / s_a)
                          * (trend - data.trend_centre))
+        if data.therapist is not None or data.site is not None:
+            information = intercept_slope_level_information(
+                f[has_y], var_y * pt.ones(int(has_y.sum())), pj[has_y], data.n_patients,
+                sd0, sd1, rho)
         if data.therapist is not None:
-            patient_level += group_intercepts("sd_therapist", data.therapist, s_y / 2)
+            patient_level += group_intercepts("sd_therapist", data.therapist, s_y / 2,
+                                              information)
         if data.site is not None:
-            patient_level += group_intercepts("sd_site", data.site, s_y / 2)
+            patient_level += group_intercepts("sd_site", data.site, s_y / 2, information)
         mu_y = patient_level[pj] + patient_slope[pj] * f
 
-        b_w = pm.Normal("alliance_within", 0.0, s_y / s_a)
-        if spec.by_arm and x_arm is not None:
-            b_w = b_w + pm.Normal("alliance_within:arm", 0.0, s_y / s_a) * x_arm[pj]
-        for k, mod in enumerate(spec.moderators):
-            sd_mod = float(np.nanstd(data.moderators[:, k])) or 1.0
-            coef = pm.Normal(f"alliance_within:{mod}", 0.0, s_y / s_a / sd_mod)
-            b_w = b_w + coef * np.nan_to_num(data.moderators[:, k])
-
-        has_y = outcome_rows(data)
         r = alliance - a_mean
-        b_w_rows = b_w if b_w.ndim == 0 else b_w[has_y]
         shift = pt.where(has_a[has_y], lam * r[has_y], 0.0)
-        extra = pt.where(has_a[has_y], lam * e2, sd_w**2)
-        sigma = pm.HalfNormal("sigma", s_y)
-        sd0, sd1, rho = pair_prior(("sd_intercept", "sd_slope", "corr_intercept_slope"),
-                                   (s_y, s_y), spec.lkj_eta)
         resid = pm.Data("outcome", data.y[has_y]) - mu_y[has_y] - b_w_rows * shift
-        var_y = sigma**2 + b_w_rows**2 * extra
         ll = intercept_slope_loglik(resid, f[has_y], var_y, pj[has_y], data.n_patients,
                                     sd0, sd1, rho)
         # K-fold refits weigh each patient's outcome (0 = left out)

@@ -1,11 +1,13 @@
 """Building blocks shared by the trial growth models: patients' correlated level and slope,
 therapist and site intercepts, and the patient-level design (arm and baseline covariates).
 
-Therapist and site intercepts are non-centred (standard normal latents scaled by their
-SDs): few patients per therapist inform them weakly, and the centred form then has funnels
-that NUTS cannot cross. Patients' outcome levels and slopes are integrated out
-(gaussian.intercept_slope_loglik); the alliance's are written through standard normals
-given the patient's own scores (gaussian.intercept_slope_given_data).
+Therapist and site intercepts are non-centred, scaled by how much their patients' data say
+about them (group_intercepts): few patients per therapist inform them weakly, and the
+centred form then has funnels that NUTS cannot cross; a site of many patients informs its
+intercept strongly, and the plain non-centred form then has a ridge. Patients' outcome
+levels and slopes are integrated out (gaussian.intercept_slope_loglik); the alliance's are
+written through standard normals given the patient's own scores
+(gaussian.intercept_slope_given_data).
 """
 
 from __future__ import annotations
@@ -63,13 +65,33 @@ def pair_prior(names: tuple[str, str, str], scales: tuple[float, float], eta: fl
             lkj2_corr(names[2], eta))
 
 
-def group_intercepts(name: str, index: np.ndarray, scale: float):
-    """A random intercept per group (therapist, site), non-centred: one value per element
-    of `index` (group codes 0..G-1). SD prior HalfNormal(scale)."""
+def group_intercepts(name: str, index: np.ndarray, scale: float, information=None):
+    """A random intercept per group (therapist, site): one value per element of `index`
+    (group codes 0..G-1). SD prior HalfNormal(scale).
+
+    Without `information`, non-centred: v = sd z, z ~ N(0, 1). That is right while the
+    data say little about each group (sd small against the data's standard error of a
+    group's level), and it has a ridge in the other case (z = v / sd, so z and sd move
+    together), reached in the tail of the SD's posterior when there are few groups (a
+    trial's sites).
+
+    With `information` (per element of `index`: how precisely its data fix a shift of
+    its level given the other parameters, e.g. gaussian.intercept_slope_level_information),
+    each group's offset is scaled by its data: with h the group's total information and
+    s = sqrt(1 + sd^2 h),
+        z ~ N(0, s),   v = z sd / s,
+    which is v ~ N(0, sd) exactly (a change of variables, so prior draws and simulation-
+    based calibration stay right), non-centred as sd^2 h -> 0 and centred in units of
+    the data's standard error (v = z / sqrt(h)) as sd^2 h grows."""
     groups = int(index.max()) + 1
     sd = pm.HalfNormal(name, scale)
-    z = pm.Normal(f"z_{name}", 0.0, 1.0, shape=groups)
-    return (sd * z)[index]
+    if information is None:
+        z = pm.Normal(f"z_{name}", 0.0, 1.0, shape=groups)
+        return (sd * z)[index]
+    h = pt.inc_subtensor(pt.zeros(groups)[index], information)
+    spread = pt.sqrt(1 + sd**2 * h)
+    z = pm.Normal(f"z_{name}", 0.0, spread, shape=groups)
+    return (z * sd / spread)[index]
 
 
 def group_codes(patients: pd.DataFrame, column: str) -> np.ndarray | None:
