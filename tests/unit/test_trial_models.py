@@ -44,6 +44,16 @@ def test_intercept_slope_likelihood_and_posterior_match_dense_algebra():
         v = np.linalg.inv(np.linalg.inv(g) + z.T @ np.diag(1 / d[m]) @ z)
         mean = v @ z.T @ (r[m] / d[m])
         assert post[j] == pytest.approx([mean[0], mean[1], v[0, 0], v[0, 1], v[1, 1]])
+    # one variance for every row: the design's sums come from NumPy, the same numbers
+    for fn in (intercept_slope_loglik, intercept_slope_posterior):
+        same = fn(pytensor.shared(r), f, pt.as_tensor(0.8), patient, 3, s0, s1, rho).eval()
+        rows = fn(pytensor.shared(r), f, pytensor.shared(np.full(11, 0.8)), patient, 3, s0,
+                  s1, rho).eval()
+        np.testing.assert_allclose(same, rows, rtol=1e-12)
+    np.testing.assert_allclose(
+        intercept_slope_level_information(f, pt.as_tensor(0.8), patient, 3, s0, s1, rho).eval(),
+        intercept_slope_level_information(f, pytensor.shared(np.full(11, 0.8)), patient, 3,
+                                          s0, s1, rho).eval(), rtol=1e-12)
 
 
 def test_latent_pairs_through_standard_normals_have_the_conditional_law():

@@ -187,16 +187,15 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
         level = intercept + pt.dot(x, beta) + effect * centred
         slope = time + pt.dot(x, beta_t) + effect_t * centred
         if data.therapist is not None or data.site is not None:
-            information = intercept_slope_level_information(
-                g, sigma**2 * np.ones(len(data.y)), pj, data.n_patients, sd0, sd1, rho)
+            information = intercept_slope_level_information(g, sigma**2, pj, data.n_patients,
+                                                            sd0, sd1, rho)
         if data.therapist is not None:
             level += group_intercepts("sd_therapist", data.therapist, s_y / 2, information)
         if data.site is not None:
             level += group_intercepts("sd_site", data.site, s_y / 2, information)
         mean = level[pj] + slope[pj] * g
-        ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g,
-                                    sigma**2 * np.ones(len(data.y)), pj, data.n_patients,
-                                    sd0, sd1, rho)
+        ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g, sigma**2, pj,
+                                    data.n_patients, sd0, sd1, rho)
         # K-fold refits weigh each patient's outcome (0 = left out)
         pm.Potential("outcome_loglik",
                      weighted_total(ll, patient_weight(data.n_patients, weighted)))

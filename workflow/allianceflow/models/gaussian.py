@@ -80,21 +80,44 @@ def latent_normal_correction(q: list, b: list, factor: list[list]):
 
 def _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slope, rho):
     """Per-patient sums for a random level and slope on f: returns (L entries, K, L'b,
-    r'D^-1 r, sum log d); see intercept_slope_loglik."""
+    r'D^-1 r, sum log d); see intercept_slope_loglik. `resid` None: b = Z' D^-1 1 and
+    1' D^-1 1 in their places (a shift of all the patient's rows).
+
+    A 0-d `var` (the same for every row) takes the sums of the design from NumPy: they do
+    not change from one gradient to the next, and the scatter-adds over rows are what a
+    gradient costs here."""
     def per_patient(values):
         return pt.inc_subtensor(pt.zeros(n_patients)[patient], values)
 
-    w = 1.0 / var
-    s00, s01, s11 = per_patient(w), per_patient(w * f), per_patient(w * f * f)
-    b0, b1 = per_patient(w * resid), per_patient(w * f * resid)
+    var = pt.as_tensor(var)
+    if var.ndim == 0:
+        n = np.bincount(patient, minlength=n_patients).astype(float)
+        w = 1.0 / var
+        s00 = w * n
+        s01 = w * np.bincount(patient, f, minlength=n_patients)
+        s11 = w * np.bincount(patient, f * f, minlength=n_patients)
+        logd = n * pt.log(var)
+        if resid is None:
+            b0, b1, rr = s00, s01, s00
+        else:
+            b0, b1 = w * per_patient(resid), w * per_patient(f * resid)
+            rr = w * per_patient(resid**2)
+    else:
+        w = 1.0 / var
+        s00, s01, s11 = per_patient(w), per_patient(w * f), per_patient(w * f * f)
+        logd = per_patient(pt.log(var))
+        if resid is None:
+            b0, b1, rr = s00, s01, s00
+        else:
+            b0, b1 = per_patient(w * resid), per_patient(w * f * resid)
+            rr = per_patient(w * resid**2)
     l00, l10, l11 = sd_level, rho * sd_slope, sd_slope * pt.sqrt(1 - rho**2)
     # K = I + L' S L for lower-triangular L (entries l00, l10, l11)
     k00 = 1 + l00**2 * s00 + 2 * l00 * l10 * s01 + l10**2 * s11
     k01 = l00 * l11 * s01 + l10 * l11 * s11
     k11 = 1 + l11**2 * s11
     c0, c1 = l00 * b0 + l10 * b1, l11 * b1
-    return ((l00, l10, l11), (k00, k01, k11), (c0, c1), per_patient(w * resid**2),
-            per_patient(pt.log(var)))
+    return (l00, l10, l11), (k00, k01, k11), (c0, c1), rr, logd
 
 
 def intercept_slope_loglik(resid, f: np.ndarray, var, patient: np.ndarray, n_patients: int,
@@ -122,7 +145,7 @@ def intercept_slope_level_information(f: np.ndarray, var, patient: np.ndarray,
     patient's rows fix a shift of all of them (a therapist's or site's intercept), the
     patient's own random level and slope integrated out (Woodbury, as there)."""
     _, (k00, k01, k11), (c0, c1), rr, _ = _intercept_slope_terms(
-        pt.ones_like(var), f, var, patient, n_patients, sd_level, sd_slope, rho)
+        None, f, var, patient, n_patients, sd_level, sd_slope, rho)
     det = k00 * k11 - k01**2
     return rr - (k11 * c0**2 - 2 * k01 * c0 * c1 + k00 * c1**2) / det
 

@@ -213,8 +213,7 @@ def alliance_part(data: GrowthData, spec: GrowthSpec, x_arm, s_a: float, allianc
     var_a = sd_w**2 + spec.error_sd**2
     has_a = ~np.isnan(data.alliance)
     pa, fa = data.patient[has_a], data.f[has_a] - 0.5
-    var_rows = var_a * pt.ones(int(has_a.sum()))
-    args = (fa, var_rows, pa, data.n_patients, sd_l, sd_t, rho)
+    args = (fa, var_a, pa, data.n_patients, sd_l, sd_t, rho)
     level = pm.Normal("alliance_intercept", a_obs.mean(), 2 * s_a) * np.ones(data.n_patients)
     trend = pm.Normal("alliance_time", 0.0, s_a) * np.ones(data.n_patients)
     if x_arm is not None:
@@ -311,7 +310,10 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
             b_w = b_w + coef * np.nan_to_num(data.moderators[:, k])
         has_y = outcome_rows(data)
         b_w_rows = b_w if b_w.ndim == 0 else b_w[has_y]
-        extra = pt.where(has_a[has_y], lam * e2, sd_w**2)
+        # one variance for every outcome row where they all have the alliance and the
+        # within effect is not moderated (gaussian._intercept_slope_terms: cheaper)
+        extra = (lam * e2 if has_a[has_y].all()
+                 else pt.where(has_a[has_y], lam * e2, sd_w**2))
         sigma = pm.HalfNormal("sigma", s_y)
         sd0, sd1, rho = pair_prior(("sd_intercept", "sd_slope", "corr_intercept_slope"),
                                    (s_y, s_y), spec.lkj_eta)
@@ -329,8 +331,7 @@ def build_model(data: GrowthData, spec: GrowthSpec, shown: np.ndarray | None = N
                          * (trend - data.trend_centre))
         if data.therapist is not None or data.site is not None:
             information = intercept_slope_level_information(
-                f[has_y], var_y * pt.ones(int(has_y.sum())), pj[has_y], data.n_patients,
-                sd0, sd1, rho)
+                f[has_y], var_y, pj[has_y], data.n_patients, sd0, sd1, rho)
         if data.therapist is not None:
             patient_level += group_intercepts("sd_therapist", data.therapist, s_y / 2,
                                               information)
