@@ -17,6 +17,7 @@ from allianceflow.models.gaussian import (
     intercept_slope_level_information,
     intercept_slope_loglik,
     intercept_slope_posterior,
+    intercept_slope_shift_terms,
 )
 from allianceflow.models.multilevel import group_intercepts
 from allianceflow.reports import headline_parameter
@@ -93,6 +94,45 @@ def test_latent_pairs_through_standard_normals_have_the_conditional_law():
         assert lhs == pytest.approx(rhs)
     chol = np.linalg.cholesky(g)
     assert evaluate(z0)[2] == pytest.approx(chol @ z0[2])
+
+
+def test_a_further_latent_integrated_and_written_given_the_rows_is_exact():
+    """A patient's latent A (here the early alliance's true score) that loads on their
+    level by a0 and on their slope by a1, Normal(m0, v0) given their score: the outcome's
+    density given the score (extra=(v0, a0, a1): G + v0 a a') is the dense marginal, and
+    A written as m0 + v0 t / (1 + v0 q) + sqrt(v0 / (1 + v0 q)) z (q, t from
+    intercept_slope_shift_terms) is an exact change of variables:
+    N(A; m0, v0) p(r | A) |dA/dz| = p(r) N(z). v0 = 0 (an error-free score) gives A = m0."""
+    rng = np.random.default_rng(7)
+    patient = np.repeat([0, 1, 2], [5, 2, 4])
+    f = rng.uniform(-0.5, 0.5, 11)
+    r, d = rng.normal(size=11), rng.uniform(0.2, 1.5, 11)
+    s0, s1, rho, a0, a1 = 0.8, 0.4, 0.3, 2.5, -1.2
+    v0 = np.array([0.3, 1.7, 0.0])
+    g = np.array([[s0**2, rho * s0 * s1], [rho * s0 * s1, s1**2]])
+    a = np.array([a0, a1])
+    marginal = intercept_slope_loglik(pytensor.shared(r), f, pytensor.shared(d), patient, 3,
+                                      s0, s1, rho, extra=(pt.as_tensor(v0), a0, a1)).eval()
+    q, t = (x.eval() for x in intercept_slope_shift_terms(
+        pytensor.shared(r), f, pytensor.shared(d), patient, 3, s0, s1, rho, a0, a1))
+    z = rng.normal(size=3)
+    shrink = v0 / (1 + v0 * q)
+    shift = shrink * t + np.sqrt(shrink) * z  # A - m0
+    for j in range(3):
+        m = patient == j
+        zm = np.c_[np.ones(m.sum()), f[m]]
+        cov = np.diag(d[m]) + zm @ g @ zm.T
+        dense = stats.multivariate_normal(np.zeros(m.sum()), cov + v0[j] * np.outer(zm @ a, zm @ a))
+        assert marginal[j] == pytest.approx(dense.logpdf(r[m]))
+        assert q[j] == pytest.approx(a @ zm.T @ np.linalg.solve(cov, zm @ a))
+        assert t[j] == pytest.approx(a @ zm.T @ np.linalg.solve(cov, r[m]))
+        given_a = stats.multivariate_normal(shift[j] * (zm @ a), cov).logpdf(r[m])
+        if v0[j] == 0:
+            assert shift[j] == 0 and marginal[j] == pytest.approx(given_a)
+            continue
+        lhs = (stats.norm(0, np.sqrt(v0[j])).logpdf(shift[j]) + given_a
+               + 0.5 * np.log(shrink[j]))
+        assert lhs == pytest.approx(marginal[j] + stats.norm.logpdf(z[j]))
 
 
 def test_group_intercepts_scaled_by_information_keep_their_prior():

@@ -237,9 +237,10 @@ def growth_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Dat
 def early_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.DataFrame,
                patients: pd.DataFrame) -> SbcCase:
     """The early alliance scores, then the later outcomes from the model evaluated on
-    them (the true scores are written through standard normals given the observed
-    scores, models/early_alliance.py, so the prior draw of those normals on the new
-    scores is a draw of the true scores given them)."""
+    them: the outcome's parts at a true score m0 + sqrt(v0) z (its mean and variance
+    given the new score, models/early_alliance.py), so that the prior draw of z on the new
+    scores is a draw of the true scores given them. (The fitted model writes the true
+    scores given the outcome too, which at this step is still the template's.)"""
     from .trial_models_stage import early_spec
 
     spec = early_spec(analysis, info)
@@ -250,7 +251,7 @@ def early_case(analysis: dict[str, Any], info: dict[str, Any], sessions: pd.Data
         Step(model.predictive_parts["early"],
              lambda v, rng: {"early_seen": one(v["mean"] + v["sd"]
                                                * rng.standard_normal(v["mean"].shape))}),
-        Step(blocks["outcome"].parts,
+        Step(model.predictive_parts["outcome_given_score"],
              lambda v, rng: {"y": one(blocks["outcome"].simulate(v, rng))},
              after_data=True)])
 

@@ -23,11 +23,14 @@ therapist + site, sd_early_alliance): it is observed with the item-based error S
 session's score (none for single-column measures), which would otherwise attenuate the
 effect; and a patient who missed the early session keeps their outcome sessions in the
 likelihood, A_i being imputed from its distribution. The observed scores' likelihood is
-their marginal, N(alpha_0 + ..., sqrt(sd_early_alliance^2 + e^2)), and each A_i is
-sampled through a standard normal given the patient's score (non-centred where a score
-is missed or patients barely differ, centred where the score pins the patient down), so
-there is no funnel as sd_early_alliance goes to 0. early_alliance_per_sd is the effect
-per SD of true early alliance.
+their marginal, N(alpha_0 + ..., sqrt(sd_early_alliance^2 + e^2)); the outcome's is its
+density given the score, A_i's remaining uncertainty integrated out with (u_i, s_i)
+(it loads on the level by early_alliance and on the slope by early_alliance:time). Each
+A_i is sampled through a standard normal given the patient's score and outcome
+(gaussian.intercept_slope_shift_terms): non-centred where both say little, centred
+where either pins the patient down, so there is no funnel as sd_early_alliance goes to
+0, neither where the score is weak nor where a strong effect lets the outcome fix A_i.
+early_alliance_per_sd is the effect per SD of true early alliance.
 
 Priors: as in models/growth.py (intercept N(mean_y, 2 s_y); time, arm and covariate
 effects N(0, s_y); alliance effects N(0, s_y / s_A); SDs HalfNormal(s); LKJ(2)).
@@ -46,6 +49,7 @@ import xarray as xr
 from .gaussian import (
     intercept_slope_level_information,
     intercept_slope_loglik,
+    intercept_slope_shift_terms,
     simulate_intercept_slope,
 )
 from .multilevel import (
@@ -116,7 +120,10 @@ def prepare(sessions: pd.DataFrame, patients: pd.DataFrame, spec: EarlySpec) -> 
 
 
 def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
-    """Each patient's true early alliance: latent where missed or measured with error."""
+    """Each patient's true early alliance, latent where missed or measured with error:
+    the observed scores' likelihood (their marginal), and per patient the mean m0 and
+    variance v0 of the true score given the score, with the standard normals z through
+    which build_model writes it. Returns (m0, v0, z, sd_early_alliance)."""
     seen = ~np.isnan(data.early)
     sd = pm.HalfNormal("sd_early_alliance", s_a)
     e2 = spec.error_sd**2
@@ -136,24 +143,24 @@ def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
     # the scores' replicates (SBC simulates them from a prior draw)
     pm.modelcontext(None).predictive_parts = {"early": {"mean": mean[seen],
                                                        "sd": pt.sqrt(sd**2 + e2)}}
-    # each true score through a standard normal given the patient's observed score: with
-    # w = sd^2 / (sd^2 + e^2) the true score given it is Normal(mean + w (obs - mean),
-    # sd e / sqrt(sd^2 + e^2)); a missed score is Normal(mean, sd) (non-centred) and an
-    # error-free one is the score itself. Sampling the true scores themselves has a
-    # funnel where patients barely differ (sd near 0 against the error).
+    # what the score says about the true score: Normal(m0, v0), with w = sd^2 / (sd^2 +
+    # e^2) m0 = mean + w (obs - mean) and v0 = sd^2 e^2 / (sd^2 + e^2) for a patient with
+    # a score (an error-free score is the true score itself, v0 = 0), m0 = mean and
+    # v0 = sd^2 for one who missed the session
     obs = pt.zeros(data.n_patients)[np.flatnonzero(seen)].set(early_seen)
     missed = np.flatnonzero(~seen)
     if e2 > 0:
         w = sd**2 / (sd**2 + e2)
-        scale = pt.where(seen, sd * spec.error_sd / pt.sqrt(sd**2 + e2), sd)
+        m0 = mean + pt.where(seen, w * (obs - mean), 0.0)
+        v0 = pt.where(seen, w * e2, sd**2)
         z = pm.Normal("z_early", 0.0, 1.0, shape=data.n_patients)
-        true = mean + pt.where(seen, w * (obs - mean), 0.0) + scale * z
     else:
-        true = obs
+        m0 = pt.where(seen, obs, mean)
+        v0 = pt.where(seen, 0.0, sd**2)
+        z = pt.zeros(data.n_patients)
         if missed.size:
-            z = pm.Normal("z_early", 0.0, 1.0, shape=missed.size)
-            true = pt.set_subtensor(true[missed], mean[missed] + sd * z)
-    return true, sd
+            z = z[missed].set(pm.Normal("z_early", 0.0, 1.0, shape=missed.size))
+    return m0, v0, z, sd
 
 
 def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.Model:
@@ -166,8 +173,7 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
     x_arm = x[:, names.index("arm")] if "arm" in names else None
     g = data.g - data.g_mid
     with pm.Model() as model:
-        early, sd_early = early_alliance_scores(data, spec, x_arm, s_a)
-        centred = early - data.early_centre
+        m0, v0, z, sd_early = early_alliance_scores(data, spec, x_arm, s_a)
         effect = pm.Normal("early_alliance@mid", 0.0, s_y / s_a)
         effect_t = pm.Normal("early_alliance:time", 0.0, s_y / s_a)
         beta = fixed_effects(names, s_y, suffix="@mid")
@@ -184,8 +190,9 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
         sigma = pm.HalfNormal("sigma", s_y)
         sd0, sd1, rho = pair_prior(("sd_level", "sd_slope", "corr_level_slope"), (s_y, s_y),
                                    spec.lkj_eta)
-        level = intercept + pt.dot(x, beta) + effect * centred
-        slope = time + pt.dot(x, beta_t) + effect_t * centred
+        # the patients' levels and slopes at the true early alliance's mean given the score
+        level = intercept + pt.dot(x, beta) + effect * (m0 - data.early_centre)
+        slope = time + pt.dot(x, beta_t) + effect_t * (m0 - data.early_centre)
         if data.therapist is not None or data.site is not None:
             information = intercept_slope_level_information(g, sigma**2, pj, data.n_patients,
                                                             sd0, sd1, rho)
@@ -193,15 +200,36 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
             level += group_intercepts("sd_therapist", data.therapist, s_y / 2, information)
         if data.site is not None:
             level += group_intercepts("sd_site", data.site, s_y / 2, information)
-        mean = level[pj] + slope[pj] * g
-        ll = intercept_slope_loglik(pm.Data("y", data.y) - mean, g, sigma**2, pj,
-                                    data.n_patients, sd0, sd1, rho)
+        mean0 = level[pj] + slope[pj] * g
+        resid = pm.Data("y", data.y) - mean0
+        # the outcome given the score: the true score's remaining uncertainty (v0) loads
+        # on the level by the effect and on the slope by its change over time, and is
+        # integrated out with the random level and slope
+        ll = intercept_slope_loglik(resid, g, sigma**2, pj, data.n_patients, sd0, sd1, rho,
+                                    extra=(v0, effect, effect_t))
+        weight = patient_weight(data.n_patients, weighted)
         # K-fold refits weigh each patient's outcome (0 = left out)
-        pm.Potential("outcome_loglik",
-                     weighted_total(ll, patient_weight(data.n_patients, weighted)))
+        pm.Potential("outcome_loglik", weighted_total(ll, weight))
         pm.Deterministic("loglik_patient", ll)
-        model.predictive_parts["outcome"] = {"mean": mean, "var": sigma**2, "sd_level": sd0,
-                                             "sd_slope": sd1, "rho": rho}
+        # the true score given the score and the outcome: Normal(m0 + v0 t / (1 + v0 q),
+        # v0 / (1 + v0 q)), q and t what the outcome says about it (information, score),
+        # and written through z: non-centred where the score and the outcome say little,
+        # centred where either pins the patient down. Given the score only (the
+        # score's own data), the outcome's high information (a strong effect, a small
+        # residual SD) against a small sd_early_alliance would leave a funnel.
+        q, t = intercept_slope_shift_terms(resid, g, sigma**2, pj, data.n_patients, sd0,
+                                           sd1, rho, effect, effect_t)
+        if weight is not None:  # a left-out patient's outcome says nothing here either
+            q, t = weight * q, weight * t
+        shrink = v0 / (1 + v0 * q)
+        shift = shrink * t + pt.sqrt(shrink) * z  # the true score minus m0
+        mean = mean0 + shift[pj] * (effect + effect_t * g)
+        parts = {"var": sigma**2, "sd_level": sd0, "sd_slope": sd1, "rho": rho}
+        model.predictive_parts["outcome"] = {"mean": mean, **parts}
+        # for simulation-based calibration: the outcome's parts at a true score drawn
+        # given the (simulated) score alone, m0 + sqrt(v0) z, z from the prior
+        model.predictive_parts["outcome_given_score"] = {
+            "mean": mean0 + (pt.sqrt(v0) * z)[pj] * (effect + effect_t * g), **parts}
     return model
 
 

@@ -78,10 +78,12 @@ def latent_normal_correction(q: list, b: list, factor: list[list]):
     return -0.5 * (logdet - dot(zj**2 for zj in z))
 
 
-def _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slope, rho):
+def _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slope, rho,
+                           extra=None):
     """Per-patient sums for a random level and slope on f: returns (L entries, K, L'b,
-    r'D^-1 r, sum log d); see intercept_slope_loglik. `resid` None: b = Z' D^-1 1 and
-    1' D^-1 1 in their places (a shift of all the patient's rows).
+    r'D^-1 r, sum log d, (S, b)); see intercept_slope_loglik. `resid` None: b = Z' D^-1 1
+    and 1' D^-1 1 in their places (a shift of all the patient's rows). `extra` (v, a0, a1):
+    G + v a a' in place of G, L then its Cholesky factor.
 
     A 0-d `var` (the same for every row) takes the sums of the design from NumPy: they do
     not change from one gradient to the next, and the scatter-adds over rows are what a
@@ -120,16 +122,26 @@ def _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slop
             rr = per_patient(w * resid**2)
     l00, l10, l11 = (ones * v for v in (sd_level, rho * sd_slope,
                                         sd_slope * pt.sqrt(1 - rho**2)))
+    if extra is not None:
+        # G' = L L' + v a a': its determinant as a sum of squares, l00^2 l11^2 +
+        # v [(l10 a0 - l00 a1)^2 + l11^2 a0^2], so that l11' stays real when G' is near
+        # singular
+        v, a0, a1 = extra
+        g00 = l00**2 + v * a0**2
+        g01 = l00 * l10 + v * a0 * a1
+        det = (l00 * l11)**2 + v * ((l10 * a0 - l00 * a1)**2 + (l11 * a0)**2)
+        l00 = pt.sqrt(g00)
+        l10, l11 = g01 / l00, pt.sqrt(det / g00)
     # K = I + L' S L for lower-triangular L (entries l00, l10, l11)
     k00 = 1 + l00**2 * s00 + 2 * l00 * l10 * s01 + l10**2 * s11
     k01 = l00 * l11 * s01 + l10 * l11 * s11
     k11 = 1 + l11**2 * s11
     c0, c1 = l00 * b0 + l10 * b1, l11 * b1
-    return (l00, l10, l11), (k00, k01, k11), (c0, c1), rr, logd
+    return (l00, l10, l11), (k00, k01, k11), (c0, c1), rr, logd, ((s00, s01, s11), (b0, b1))
 
 
 def intercept_slope_loglik(resid, f: np.ndarray, var, patient: np.ndarray, n_patients: int,
-                           sd_level, sd_slope, rho):
+                           sd_level, sd_slope, rho, extra=None):
     """Per-patient log density of residuals sharing a random level and slope on f.
 
     A patient's residuals r (rows at times f, independent variances d) have covariance
@@ -138,10 +150,13 @@ def intercept_slope_loglik(resid, f: np.ndarray, var, patient: np.ndarray, n_pat
         log det V = sum log d + log det K
         r' V^-1 r = r' D^-1 r - (L' b)' K^-1 (L' b)          (Woodbury)
     Written with L rather than G^-1, it stays finite when an SD goes to zero.
+
+    `extra` (v, a0, a1), per patient: a further latent of the patient's, with variance v
+    and loadings a0 on the level and a1 on the slope, also integrated out (G + v a a').
     """
     n = np.bincount(patient, minlength=n_patients).astype(float)
-    _, (k00, k01, k11), (c0, c1), rr, logd = _intercept_slope_terms(
-        resid, f, var, patient, n_patients, sd_level, sd_slope, rho)
+    _, (k00, k01, k11), (c0, c1), rr, logd, _ = _intercept_slope_terms(
+        resid, f, var, patient, n_patients, sd_level, sd_slope, rho, extra)
     det = k00 * k11 - k01**2
     quad = rr - (k11 * c0**2 - 2 * k01 * c0 * c1 + k00 * c1**2) / det
     return -0.5 * (n * np.log(2 * np.pi) + logd + pt.log(det) + quad)
@@ -152,10 +167,28 @@ def intercept_slope_level_information(f: np.ndarray, var, patient: np.ndarray,
     """Per patient, 1' V^-1 1 for V of intercept_slope_loglik: how precisely the
     patient's rows fix a shift of all of them (a therapist's or site's intercept), the
     patient's own random level and slope integrated out (Woodbury, as there)."""
-    _, (k00, k01, k11), (c0, c1), rr, _ = _intercept_slope_terms(
+    _, (k00, k01, k11), (c0, c1), rr, _, _ = _intercept_slope_terms(
         None, f, var, patient, n_patients, sd_level, sd_slope, rho)
     det = k00 * k11 - k01**2
     return rr - (k11 * c0**2 - 2 * k01 * c0 * c1 + k00 * c1**2) / det
+
+
+def intercept_slope_shift_terms(resid, f: np.ndarray, var, patient: np.ndarray,
+                                n_patients: int, sd_level, sd_slope, rho, a0, a1):
+    """Per patient, q = a'Z'V^-1 Z a and t = a'Z'V^-1 r for V of intercept_slope_loglik
+    and a further latent's loadings a = (a0 on the level, a1 on the slope): what the
+    patient's rows say about that latent (its information and score) with their random
+    level and slope integrated out. Woodbury as there: with u = L'S a,
+        q = a'S a - u'K^-1 u,    t = a'b - u'K^-1 L'b."""
+    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _, ((s00, s01, s11), (b0, b1)) = (
+        _intercept_slope_terms(resid, f, var, patient, n_patients, sd_level, sd_slope, rho))
+    sa0, sa1 = s00 * a0 + s01 * a1, s01 * a0 + s11 * a1  # S a
+    u0, u1 = l00 * sa0 + l10 * sa1, l11 * sa1
+    det = k00 * k11 - k01**2
+    i00, i01, i11 = k11 / det, -k01 / det, k00 / det  # K^-1
+    q = a0 * sa0 + a1 * sa1 - (i00 * u0**2 + 2 * i01 * u0 * u1 + i11 * u1**2)
+    t = a0 * b0 + a1 * b1 - (u0 * (i00 * c0 + i01 * c1) + u1 * (i01 * c0 + i11 * c1))
+    return q, t
 
 
 def intercept_slope_posterior(resid, f: np.ndarray, var, patient: np.ndarray,
@@ -166,7 +199,7 @@ def intercept_slope_posterior(resid, f: np.ndarray, var, patient: np.ndarray,
     L K^-1 L' b and covariance L K^-1 L'. Returns a patients x 5 tensor: mean level,
     mean slope, var level, cov, var slope.
     """
-    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _ = _intercept_slope_terms(
+    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _, _ = _intercept_slope_terms(
         resid, f, var, patient, n_patients, sd_level, sd_slope, rho)
     det = k00 * k11 - k01**2
     i00, i01, i11 = k11 / det, -k01 / det, k00 / det  # K^-1
@@ -200,7 +233,7 @@ def intercept_slope_given_data(resid, f: np.ndarray, var, patient: np.ndarray,
     draw by draw from the data and the SDs. K >= I keeps M well conditioned, and R goes
     smoothly to 0 with the SDs.
     """
-    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _ = _intercept_slope_terms(
+    (l00, l10, l11), (k00, k01, k11), (c0, c1), _, _, _ = _intercept_slope_terms(
         resid, f, var, patient, n_patients, sd_level, sd_slope, rho)
     m00 = pt.sqrt(k00)
     m10 = k01 / m00
