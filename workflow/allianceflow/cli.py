@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -220,11 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     # go to the job's log
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("allianceflow").setLevel(logging.INFO)
+    from . import rewrite_cache
+
+    if os.environ.get("ALLIANCEFLOW_REWRITE_CACHE", "1") != "0":
+        rewrite_cache.install()
     try:
         args.func(args)
     except AllianceFlowError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
+    if any(rewrite_cache.stats().values()):
+        logging.getLogger("allianceflow.rewrite_cache").info(
+            "rewritten graphs: %(loaded)d loaded, %(stored)d stored, %(uncached)d not cached",
+            rewrite_cache.stats())
     # the last line of a job's log says it finished: libraries may log tracebacks of
     # errors they recovered from (PyTensor's graph rewriter does), which are not failures
     print(f"{DONE_MARK}{(argv or sys.argv[1:])[0]}", file=sys.stderr)
