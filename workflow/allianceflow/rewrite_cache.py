@@ -4,8 +4,8 @@ Every `pytensor.function` rewrites its graph (canonicalisation, specialisation, 
 in-place operations) before it is linked. The linked code is cached on disk by PyTensor
 (Numba's cache), but the rewriting is not, and for the trial models it is most of a warm
 job's compile time: about 18 s of the test RI-CLPM fit's 24 s of compiling, redone in
-every fit and K-fold process (a profile of the job, bench/RESULTS.md). Small graphs (the meta-analyses'
-checks) gain nothing measurable: loading costs about what rewriting them does.
+every fit and K-fold process (a profile of the job, bench/RESULTS.md). Small graphs (the
+meta-analyses' checks) gain nothing measurable: loading costs about what rewriting does.
 
 `install()` wraps `FunctionMaker.prepare_fgraph`. Before rewriting, it writes the graph
 as a canonical description (every node's op with its `__props__`, or its pickle where it
