@@ -215,6 +215,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+COMPILING = (cmd_fit_review, cmd_influence_review, cmd_fit_trial_analysis,
+             cmd_kfold_trial_analysis, cmd_sbc_batch)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # the package's own messages (e.g. whether a model's compiled code came from the cache)
@@ -223,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("allianceflow").setLevel(logging.INFO)
     from . import rewrite_cache
 
-    if os.environ.get("ALLIANCEFLOW_REWRITE_CACHE", "1") != "0":
+    # only the commands that compile models import PyTensor (the index, for one, must be
+    # written even where PyTensor cannot start)
+    if (args.func in COMPILING and os.environ.get("ALLIANCEFLOW_REWRITE_CACHE", "1") != "0"):
         rewrite_cache.install()
     try:
         args.func(args)
