@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # only the commands that compile models import PyTensor (the index, for one, must be
     # written even where PyTensor cannot start)
-    if (args.func in COMPILING and os.environ.get("ALLIANCEFLOW_REWRITE_CACHE", "1") != "0"):
+    if args.func in COMPILING and os.environ.get("ALLIANCEFLOW_REWRITE_CACHE", "1") != "0":
         rewrite_cache.install()
     try:
         args.func(args)

@@ -167,8 +167,7 @@ def graph_key(fgraph, mode, inputs=(), outputs=()) -> str | None:
                 config.floatX,
                 config.optimizer_excluding, config.optimizer_including,
                 config.optimizer_requiring, config.cast_policy)
-    key = hashlib.sha256(repr((settings, parts)).encode()).hexdigest()
-    return key
+    return hashlib.sha256(repr((settings, parts)).encode()).hexdigest()
 
 
 def _folder() -> Path:
@@ -253,12 +252,12 @@ def install() -> None:
         result = rewrite(inputs, outputs, additional_outputs, fgraph, mode, profile)
         try:
             _store(path, fgraph)
-        except Exception as exc:  # noqa: BLE001  an unpicklable graph is only not cached
-            LOG.debug("rewritten graph not stored: %s", exc)
+            # this process too compiles the graph as it was stored, so that a later
+            # process that loads it finds its compiled code in PyTensor's cache
+            _load(path, fgraph)
+        except Exception as exc:  # noqa: BLE001  the rewritten graph is used as it is
+            LOG.debug("rewritten graph not stored or not loaded back: %s", exc)
             return result
-        # this process too compiles the graph as it was stored, so that a later process
-        # that loads it finds its compiled code in PyTensor's cache
-        _load(path, fgraph)
         _STATS["stored"] += 1
         return result
 
