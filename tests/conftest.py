@@ -21,13 +21,21 @@ os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={Path.home() / '.pyten
 # The integration modules that read the built project and nothing more: they run first, on
 # one worker, which builds it (tests/integration/conftest.py) while the other works through
 # the unit tests. The other integration modules come last, one at a time on whichever
-# worker is free, so that two of them (each mostly one job at a time) run side by side.
+# worker is free, so that two of them (each mostly one job at a time) run side by side,
+# the longest first: a worker takes its next module one test before it finishes the
+# last, so a long module taken late can keep one worker busy while the other has none.
 BUILD_FIRST = ("tests/integration/test_workflow.py", "tests/integration/test_browser.py")
+LONGEST_FIRST = tuple(f"tests/integration/test_{name}.py"
+                      for name in ("faults", "slurm", "new_data", "review_formats"))
 
 
-def run_order(nodeid: str) -> int:
+def run_order(nodeid: str) -> tuple[int, int]:
     module = nodeid.split("::", 1)[0]
-    return 0 if module in BUILD_FIRST else 2 if module.startswith("tests/integration/") else 1
+    if module in BUILD_FIRST:
+        return 0, 0
+    if not module.startswith("tests/integration/"):
+        return 1, 0
+    return 2, LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,7 @@
 """Faults: a bad dataset does not stop the others, and the index says what failed.
 
-Each test works on a copy of the built test project (see conftest.built_copy).
+Each test works on a copy of the built test project (conftest.built_copy) or of that
+project given a new wave of the weekly trial (conftest.new_week).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import checksums, snakemake
-from .test_new_data import CONFIG, outputs_of, snapshot
+from .conftest import CONFIG, WEEKLY, checksums, outputs_of, snakemake, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -87,18 +87,8 @@ def start_snakemake(work, *args):
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-WEEKLY = "synthetic_small_weekly"
 SUMMARY = f"data/fits/trials/{WEEKLY}/within_mediation/summary.csv"
 REPORT = f"reports/trials/{WEEKLY}.html"
-
-
-def add_a_week(work: Path) -> None:
-    """A new trial wave: every patient still in at the last week gets one more week."""
-    table = work / "data/raw/trials" / WEEKLY / "sessions.csv"
-    sessions = pd.read_csv(table)
-    wave = sessions[sessions["week"] == sessions["week"].max()].copy()
-    wave["week"] += 1
-    pd.concat([sessions, wave], ignore_index=True).to_csv(table, index=False)
 
 
 def test_a_failed_fit_is_retried_by_the_same_command(built_copy, project):
@@ -132,26 +122,28 @@ def test_a_failed_fit_is_retried_by_the_same_command(built_copy, project):
     assert f'href="trials/{WEEKLY}.html"' in index and ">failed<" not in index
 
 
-@pytest.fixture(scope="module")
-def new_week_reference(project, tmp_path_factory) -> Path:
-    """The built project with a week added to the weekly trial and rebuilt without
-    interruption: what every killed and resumed run of the same change must give."""
-    reference = tmp_path_factory.mktemp("new_week") / "reference"
-    shutil.copytree(project[0], reference, symlinks=True)
-    add_a_week(reference)
-    run = snakemake(reference, *CONFIG)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return reference
+# What the killed run has still to make: the job it is killed in and all after it (a
+# missing file whose consumers are up to date is not made again).
+AFTER_THE_FIT = (f"data/fits/trials/{WEEKLY}/within_mediation/*",
+                 f"data/fits/trials/{WEEKLY}/comparison.csv")
+AFTER_THE_RENDER = (f"reports/trials/{WEEKLY}.*", "reports/index.html")
 
 
-@pytest.mark.parametrize("stage, log", [
-    ("mid-fit", f"logs/fit/trials/{WEEKLY}/within_mediation.log"),
-    ("mid-render", f"logs/report/trials/{WEEKLY}.log"),
+@pytest.mark.parametrize("stage, outputs, log", [
+    pytest.param("mid-fit", AFTER_THE_FIT + AFTER_THE_RENDER,
+                 f"logs/fit/trials/{WEEKLY}/within_mediation.log", id="mid-fit"),
+    pytest.param("mid-render", AFTER_THE_RENDER, f"logs/report/trials/{WEEKLY}.log",
+                 id="mid-render"),
 ])
-def test_sigkill_then_the_same_command_resumes(built_copy, new_week_reference, stage, log):
-    work, reference = built_copy, new_week_reference
-    add_a_week(work)
-    (work / log).unlink()
+def test_sigkill_then_the_same_command_resumes(new_week, tmp_path, stage, outputs, log):
+    """A run killed in the middle of a fit or of a report's render, then the same command
+    again: it finishes what was left and gives what an uninterrupted run gave (the
+    project with the weekly trial's new wave, `new_week`), with nothing half-written."""
+    reference, _ = new_week
+    work = tmp_path / "copy"
+    shutil.copytree(reference, work, symlinks=True)
+    for path in [work / log, *(p for pattern in outputs for p in work.glob(pattern))]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     proc = start_snakemake(work, *CONFIG)
     deadline = time.monotonic() + 600
     while not (work / log).exists():  # the job has started

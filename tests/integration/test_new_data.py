@@ -1,51 +1,21 @@
 """New studies, a new review and a new trial wave regenerate exactly what they affect.
 
 Each test copies the built test project (outputs, Snakemake's records and timestamps
-included), changes the raw data as a user would, and checks: the dry run schedules
+included; the new wave's copy is shared with the interrupted-run tests, conftest.new_week),
+changes the raw data as a user would, and checks: the dry run schedules
 exactly the expected jobs; after the run, every other dataset's outputs are unchanged
 (contents and modification times); and a review's history gains a row.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pandas as pd
-import pyreadstat
 import pytest
 from allianceflow import synthetic
 
-from .conftest import snakemake
+from .conftest import CONFIG, WEEKLY, outputs_of, scheduled_jobs, snakemake, snapshot
 
 pytestmark = pytest.mark.slow
-CONFIG = ("--configfile", "config/test.yaml")
-
-
-def scheduled_jobs(work: Path, *config: str) -> dict[str, int]:
-    """Rule -> number of jobs, from the 'Job stats' table of a dry run."""
-    run = snakemake(work, *(config or CONFIG), "--dry-run")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    text = run.stdout + run.stderr
-    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
-    jobs.pop("total", None)
-    return {rule: int(n) for rule, n in jobs.items()}
-
-
-def snapshot(work: Path, dataset_paths: list[str]) -> dict[str, tuple[int, bytes]]:
-    files = {}
-    for pattern in dataset_paths:
-        for p in sorted(work.glob(pattern)):
-            if p.is_file():
-                files[str(p.relative_to(work))] = (p.stat().st_mtime_ns, p.read_bytes())
-    assert files, dataset_paths
-    return files
-
-
-def outputs_of(kind: str, name: str) -> list[str]:
-    return [f"data/clean/{kind}/{name}/*", f"data/fits/{kind}/{name}/*",
-            f"reports/{kind}/{name}.*"]
 
 
 META_REVIEW = "synthetic_small_review"
@@ -98,28 +68,19 @@ def test_new_review_folder_builds_only_itself(built_copy):
     assert len(pd.read_csv(work / "data/fits/meta/synthetic_new_review/history.csv")) == 1
 
 
-def test_new_trial_wave_rebuilds_only_its_trial(built_copy):
-    work = built_copy
-    untouched = (outputs_of("meta", "konstantopoulos2011") + outputs_of("meta", META_REVIEW)
-                 + outputs_of("trials", "synthetic_small_weekly"))
-    before = snapshot(work, untouched)
-    table = work / "data/raw/trials/synthetic_small_trial/sessions.sav"
-    sessions, meta = pyreadstat.read_sav(table)
-    wave = sessions[sessions["session"] == sessions["session"].max()].copy()
-    wave["session"] += 1
-    pyreadstat.write_sav(pd.concat([sessions, wave], ignore_index=True), table,
-                         column_labels=meta.column_labels)
-
-    # its four analyses are refitted (the cleaned sessions changed) and cross-validated,
+def test_new_trial_wave_rebuilds_only_its_trial(project, new_week):
+    work, built = new_week
+    # its two analyses are refitted (the cleaned sessions changed) and cross-validated,
     # then compared; nothing else
-    assert scheduled_jobs(work) == {"clean_trial": 1, "fit_trial_analysis": 4,
-                                    "kfold_trial_analysis": 4, "compare_trial": 1,
-                                    "report_trial": 1, "index": 1, "all": 1}
-    run = snakemake(work, *CONFIG)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert snapshot(work, untouched) == before
-    clean = pd.read_csv(work / "data/clean/trials/synthetic_small_trial/sessions.csv")
-    assert clean["session"].max() == sessions["session"].max() + 1
+    assert built["jobs"] == {"clean_trial": 1, "fit_trial_analysis": 2,
+                             "kfold_trial_analysis": 2, "compare_trial": 1,
+                             "report_trial": 1, "index": 1, "all": 1}
+    assert built["after"] == built["before"]  # the other datasets: contents and times
+    new = pd.read_csv(work / f"data/clean/trials/{WEEKLY}/sessions.csv")
+    old = pd.read_csv(project[0] / f"data/clean/trials/{WEEKLY}/sessions.csv")
+    assert new["session"].max() == old["session"].max() + 1
+    assert len(new) > len(old)
+    assert "Nothing to be done" in snakemake(work, *CONFIG, "--dry-run").stdout
 
 
 def test_model_code_change_reruns_the_fits_that_use_it(built_copy):
