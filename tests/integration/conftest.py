@@ -36,8 +36,12 @@ def snakemake(workdir: Path, *args: str, timeout: int = SNAKEMAKE_TIMEOUT_S,
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(folder)): sha256(p)
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
@@ -123,8 +127,7 @@ def snapshot(work: Path, dataset_paths: list[str]) -> dict[str, list]:
     for pattern in dataset_paths:
         for p in sorted(work.glob(pattern)):
             if p.is_file():
-                files[str(p.relative_to(work))] = [p.stat().st_mtime_ns,
-                                                   hashlib.sha256(p.read_bytes()).hexdigest()]
+                files[str(p.relative_to(work))] = [p.stat().st_mtime_ns, sha256(p)]
     assert files, dataset_paths
     return files
 

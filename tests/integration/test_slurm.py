@@ -86,7 +86,7 @@ def test_workflow_runs_through_sbatch_and_matches_the_local_run(project, cluster
                     "--configfile", "config/test.yaml", "--slurm-status-command", "squeue",
                     # the first status check 5 s after a submission, not the profile's 20
                     # (sized for a shared cluster's controller): the test's jobs take
-                    # seconds, and each of its seven steps waited for a check
+                    # seconds, and each step of its chain of jobs waited for a check
                     "--slurm-init-seconds-before-status-checks", "5",
                     "--jobs", "4",
                     env={k: v for k, v in cluster.env.items() if k != "PYTENSOR_FLAGS"})
