@@ -223,6 +223,40 @@ def test_power_scaling_takes_the_log_prior_of_the_population_variables_only():
         assert small == {"mu", "sd", "dev", "cov"}  # by terms: dev has 30 values, cov 15
 
 
+def test_the_summed_log_prior_in_one_call_equals_pymcs_draw_by_draw():
+    """summed_log_prior vectorises over draws what compute_log_prior evaluates draw by draw:
+    the same totals to the last bit, for bounded, vector, LKJ and hierarchical priors, in
+    Python mode with more variables than one NumPy ufunc takes inputs (32)."""
+    import pymc as pm
+    import pytensor
+    from allianceflow.checks import summed, summed_log_prior
+
+    with pytensor.config.change_flags(mode="FAST_COMPILE"):
+        with pm.Model() as model:
+            mu = pm.Normal("mu", 0, 1, shape=3)
+            sd = pm.HalfNormal("sd", 1)
+            pm.Uniform("rho", -1, 1)
+            pm.Beta("omega", 2, 3)
+            pm.LKJCholeskyCov("cov", n=3, eta=2, sd_dist=pm.Exponential.dist(1, shape=3))
+            extra = [pm.Gamma(f"g{i}", 2, 1) for i in range(35)]
+            z = pm.Normal("z", mu[0], sd, shape=20)
+            pm.Normal("y", z + extra[0], 1, observed=np.zeros(20))
+            idata = pm.sample_prior_predictive(draws=7, random_seed=3)
+        idata["posterior"] = idata["prior"]
+        names = [rv.name for rv in model.free_RVs]
+        reference = pm.compute_log_prior(idata, model=model, extend_inferencedata=False,
+                                         progressbar=False, var_names=names)
+        reference = (reference["log_prior"].to_dataset()
+                     if isinstance(reference, xr.DataTree) else reference)
+        ours = summed_log_prior(idata["posterior"].to_dataset(), model, names)
+        np.testing.assert_array_equal(ours["total"].to_numpy(),
+                                      summed(reference)["total"].to_numpy())
+        assert ours["total"].dims == ("chain", "draw")
+        assert np.isfinite(ours["total"]).all() and ours["total"].std() > 0
+        none = summed_log_prior(idata["posterior"].to_dataset(), model, [])
+        assert (none["total"] == 0).all()
+
+
 def test_a_jobs_other_functions_run_in_python_mode_and_the_mode_is_restored():
     import pytensor
     from allianceflow.fitting import python_mode_beside_the_sampler

@@ -267,6 +267,42 @@ def population_variables(model: pm.Model, max_size: int = POPULATION_PRIOR_MAX_S
             if size <= max_size]
 
 
+def summed_log_prior(posterior: xr.Dataset, model: pm.Model, names: list[str]
+                     ) -> xr.Dataset:
+    """The summed log prior of the free variables `names` at every posterior draw, as
+    `summed(pm.compute_log_prior(..., var_names=names))` gives it, in one call.
+
+    PyMC's compute_log_prior calls its compiled function once per draw, and in PyTensor's
+    Python mode (python_mode_beside_the_sampler) the Python overhead of 8,000 calls is
+    most of the power-scaling check's time wherever the priors are cheap to evaluate.
+    Here the graph is vectorised over the draws (a leading batch dimension on every value
+    it reads) and evaluated once. Values on the constrained scale without Jacobian, as
+    PyMC takes them (the posterior holds constrained values)."""
+    from pymc.model.transform.conditioning import remove_value_transforms
+    from pytensor.graph.replace import vectorize_graph
+
+    umodel = remove_value_transforms(model)
+    terms = umodel.logp(vars=[umodel.named_vars[n] for n in names], sum=False)
+    # one output per variable, added here: added in the graph, PyTensor merges them into
+    # one addition of as many inputs, more than Python mode (NumPy's ufuncs) can take
+    sums = [pt.sum(t) for t in terms]
+    sizes = posterior.sizes["chain"], posterior.sizes["draw"]
+    total = np.zeros(sizes[0] * sizes[1])
+    values = [v for v in umodel.value_vars if v in set(ancestors(sums))]
+    if sums:
+        batched = [v.type.clone(shape=(None, *v.type.shape))(v.name) for v in values]
+        replace = dict(zip(values, batched, strict=True))
+        fn = pm.pytensorf.compile(batched, vectorize_graph(sums, replace),
+                                  on_unused_input="ignore")
+        arrays = [posterior[umodel.values_to_rvs[v].name].to_numpy() for v in values]
+        for term in fn(*[a.reshape(-1, *a.shape[2:]).astype(v.dtype)
+                         for a, v in zip(arrays, values, strict=True)]):
+            # in the order summed() adds compute_log_prior's variables
+            total = total + np.broadcast_to(term, total.shape)
+    return xr.Dataset({"total": (("chain", "draw"), total.reshape(sizes))},
+                      coords={d: posterior[d] for d in ("chain", "draw")})
+
+
 def sensitivity(idata: xr.DataTree, model: pm.Model, quantities: xr.Dataset,
                 threshold: float) -> pd.DataFrame:
     """Power-scaling sensitivity of each reported scalar quantity (Kallioinen et al.
@@ -282,18 +318,12 @@ def sensitivity(idata: xr.DataTree, model: pm.Model, quantities: xr.Dataset,
     scalars = [n for n, da in quantities.data_vars.items() if da.ndim == 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # only the scaled priors' log-density: PyMC evaluates it draw by draw, and the
-        # per-patient arrays' terms were most of that work (the default moderation job under
-        # cProfile: 54 of its 211 s) for sums that were then left out
-        log_prior = pm.compute_log_prior(
-            idata, model=model, extend_inferencedata=False, progressbar=False,
-            var_names=population_variables(model))
-        if isinstance(log_prior, xr.DataTree):
-            log_prior = log_prior["log_prior"].to_dataset()
+        log_prior = summed_log_prior(idata["posterior"].to_dataset(), model,
+                                     population_variables(model))
         tree = xr.DataTree(children={
             "posterior": xr.DataTree(quantities[scalars]),
             "log_likelihood": xr.DataTree(summed(idata["log_likelihood"].to_dataset())),
-            "log_prior": xr.DataTree(summed(log_prior))})
+            "log_prior": xr.DataTree(log_prior)})
         table = az.psense_summary(tree, threshold=threshold, round_to=6)
     return table.reset_index().rename(columns={"index": "parameter"})
 
