@@ -68,3 +68,62 @@ def test_a_real_fit_stopped_too_early_fails_its_gate_with_a_clear_message(tmp_pa
     assert "min bulk ESS" in text
     diag = json.loads((tmp_path / "fit" / "diagnostics.json").read_text())
     assert diag["passed"] is False and not diag["models"]["random_effects"]["passed"]
+
+
+def with_constants(idata, **values):
+    """idata's posterior with further (chain, draw, k) variables: every element drawn
+    at random except those given a constant value (index -> value)."""
+    rng = np.random.default_rng(1)
+    post = idata["posterior"].to_dataset()
+    for name, fixed in values.items():
+        x = rng.normal(size=(4, 500, 3))
+        for index, value in fixed.items():
+            x[:, :, index] = value
+        post[name] = (("chain", "draw", f"{name}_dim"), x)
+    return xr.DataTree.from_dict({"posterior": post,
+                                  "sample_stats": idata["sample_stats"].to_dataset()})
+
+
+def test_an_undefined_r_hat_fails_the_gate_wherever_it_comes_and_names_the_quantity():
+    """A quantity that does not vary has no R-hat or ESS (NaN). With the built-in max
+    a NaN counted only where it came first: behind mu's R-hat it passed."""
+    idata = with_constants(fake_idata(0.0), w={1: 0.5})
+    s = summarise(idata["posterior"].to_dataset(), ["mu"], "m")
+    d = diagnostics(idata, s, GateThresholds(), "m")
+    assert not d["passed"]
+    assert any("undefined (NaN) for w[1]" in f for f in d["failures"])
+    assert "w[1]" in gate_message(d, "review x")
+    # a reported derived quantity that is constant fails the same way
+    post = idata["posterior"].to_dataset()
+    post["flat"] = post["mu"] * 0 + 2.0
+    s = summarise(post, ["mu", "flat"], "m")
+    d = diagnostics(fake_idata(0.0), s, GateThresholds(), "m")
+    assert not d["passed"] and any("for flat" in f for f in d["failures"])
+
+
+def test_quantities_constant_by_construction_are_left_out_by_name_only():
+    idata = with_constants(fake_idata(0.0), w={0: 1.0})
+    s = summarise(idata["posterior"].to_dataset(), ["mu"], "m")
+    d = diagnostics(idata, s, GateThresholds(), "m", constant=["w[0]"])
+    assert d["passed"], d["failures"]
+    assert d["constant_by_construction"] == ["w[0]"]
+    # the name leaves out that element, not the variable: another constant one fails
+    idata = with_constants(fake_idata(0.0), w={0: 1.0, 2: 1.0})
+    d = diagnostics(idata, s, GateThresholds(), "m", constant=["w[0]"])
+    assert not d["passed"] and any("for w[2]" in f and "w[0]" not in f
+                                   for f in d["failures"])
+    # the figures reported are those of the quantities that vary
+    assert d["max_rhat"] is not None and d["max_rhat"] < 1.01
+
+
+def test_the_selection_models_top_weight_is_its_one_constant_quantity():
+    """omega for the most significant interval is 1 by construction (the sum of the
+    Dirichlet increments); the other weights vary and stay in the gate."""
+    from allianceflow.models.bias import constant_quantities
+
+    omega = np.random.default_rng(0).uniform(size=(2, 10, 3))
+    omega[:, :, 0] = 1.0
+    post = xr.Dataset({"omega": (("chain", "draw", "p_interval"), omega)},
+                      coords={"p_interval": ["p < .025", ".025 < p < .05", "p > .05"]})
+    assert constant_quantities(post) == ["omega[p < .025]"]
+    assert constant_quantities(post.drop_vars("omega")) == []

@@ -61,7 +61,7 @@ def fit_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     summary = summarise(fit.draws, fit.names, model)
     summary = pd.concat([summary, effect_probabilities(fit.draws, fit.names, model)],
                         ignore_index=True)
-    diag = diagnostics(fit.idata, summary, thresholds, model)
+    diag = diagnostics(fit.idata, summary, thresholds, model, constant=fit.constant)
     diag["used"] = fit.used
     ll = fit.idata["log_likelihood"].to_dataset()["patient"]
     checks = run_checks(fit.model, fit.predictive, fit.idata,

@@ -6,7 +6,7 @@ import hashlib
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,8 @@ class Fit:
     extra: dict[str, xr.Dataset] = field(default_factory=dict)  # more groups of posterior.nc
     model: pm.Model | None = None  # the model sampled, for the checks
     predictive: dict[str, Any] = field(default_factory=dict)  # checks.Predictive per block
+    # quantities the model holds constant by construction, left out of the gate by name
+    constant: list[str] = field(default_factory=list)
 
 
 
@@ -247,33 +249,81 @@ def _finite_or_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _extreme(values: xr.Dataset, pick) -> float:
-    """Largest or smallest value over every variable, each of its own shape (to_array
-    would broadcast them all to one, which explodes with several per-patient arrays)."""
-    return float(pick(float(pick(v.to_numpy().ravel())) for v in values.data_vars.values()
-                      if v.size))
+def element_label(name: str, da: xr.DataArray, index: tuple[int, ...]) -> str:
+    """`name` for a scalar, `name[a, b]` for one element, with the coordinate values
+    where its dims have them (as the summary names them, e.g. `omega[p < .025]`), else
+    its positions."""
+    if not index:
+        return name
+    parts = [str(da[d].values[i]) if d in da.coords else str(i)
+             for d, i in zip(da.dims, index, strict=True)]
+    return f"{name}[{', '.join(parts)}]"
+
+
+def _extreme(values: xr.Dataset, pick: Callable, constant: frozenset[str] = frozenset()
+             ) -> tuple[float, list[str]]:
+    """The largest or smallest value (`pick`: np.max or np.min) over every element of
+    every variable, each of its own shape (to_array would broadcast them all to one,
+    which explodes with several per-patient arrays), and the elements that are NaN, by
+    name. Elements named in `constant` (constant by construction, so without an R-hat
+    or ESS) are left out. NumPy's max and min see every NaN; the built-in ones saw a NaN
+    only where it came first."""
+    best, undefined = [], []
+    for name, da in values.data_vars.items():
+        flat = da.to_numpy().ravel().astype(float)
+        if not flat.size:
+            continue
+        keep = np.ones(flat.size, dtype=bool)
+        if any(c == name or c.startswith(f"{name}[") for c in constant):
+            keep = np.array([element_label(name, da, np.unravel_index(i, da.shape)) not in
+                             constant for i in range(flat.size)], dtype=bool)
+        nan = np.isnan(flat) & keep
+        undefined += [element_label(name, da, np.unravel_index(i, da.shape))
+                      for i in np.flatnonzero(nan)]
+        good = flat[keep & ~nan]
+        if good.size:
+            best.append(float(pick(good)))
+    return (float(pick(best)) if best else math.nan), undefined
 
 
 def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThresholds,
-                model: str) -> dict[str, Any]:
+                model: str, constant: Collection[str] = ()) -> dict[str, Any]:
     """Convergence figures and the gate decision for one fitted model.
 
     R-hat and ESS are taken over every sampled quantity with chain/draw dims
-    (latent study effects included) and the reported derived quantities.
+    (latent study effects included) and the reported derived quantities. Where one is
+    undefined (NaN) the gate fails and names the quantity, except for the quantities
+    named in `constant` (element labels as element_label writes them): those the model
+    defines as constant, whose R-hat and ESS do not exist.
     """
     post = idata["posterior"].to_dataset()
     rhat = az.rhat(post, sample_dims=["chain", "draw"])
     ess_b = az.ess(post, sample_dims=["chain", "draw"], method="bulk")
     ess_t = az.ess(post, sample_dims=["chain", "draw"], method="tail")
-    s = summary.dropna(subset=["r_hat"])
-    max_rhat = max(_extreme(rhat, max), float(s["r_hat"].max()))
-    min_bulk = min(_extreme(ess_b, min), float(s["ess_bulk"].min()))
-    min_tail = min(_extreme(ess_t, min), float(s["ess_tail"].min()))
+    constant = frozenset(constant)
+    # summary rows with a posterior (point rows, e.g. probabilities, have no SD)
+    s = summary[summary["sd"].notna() & ~summary["parameter"].isin(constant)]
+    undefined = set(s.loc[s[["r_hat", "ess_bulk", "ess_tail"]].isna().any(axis=1),
+                          "parameter"])
+    extremes = {}
+    for key, values, pick, column in (("r_hat", rhat, np.max, "r_hat"),
+                                      ("bulk", ess_b, np.min, "ess_bulk"),
+                                      ("tail", ess_t, np.min, "ess_tail")):
+        value, nan = _extreme(values, pick, constant)
+        undefined.update(nan)
+        extremes[key] = float(pick([value, *s[column].dropna().to_numpy()]))
+    max_rhat, min_bulk, min_tail = extremes["r_hat"], extremes["bulk"], extremes["tail"]
     stats = idata["sample_stats"].to_dataset()
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     bfmi_values = np.asarray(az.bfmi(stats, sample_dims=["chain", "draw"])["energy"])
     pareto = pareto_k_counts(idata)
     failures = []
+    if undefined:
+        shown = sorted(undefined)
+        failures.append("R-hat or ESS undefined (NaN) for " + ", ".join(shown[:5])
+                        + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+                        + ": a quantity that does not vary across draws, or draws that"
+                          " are not finite")
     if not max_rhat <= thresholds.max_rhat:
         failures.append(f"max R-hat {max_rhat:.3f} > {thresholds.max_rhat}")
     if not min_bulk >= thresholds.min_ess_bulk:
@@ -294,6 +344,7 @@ def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThres
         "min_bfmi": _finite_or_none(float(bfmi_values.min())),
         "pareto_k": pareto,
         "thresholds": {k: getattr(thresholds, k) for k in thresholds.__dataclass_fields__},
+        "constant_by_construction": sorted(constant),
         "passed": not failures,
         "failures": failures,
     }

@@ -69,7 +69,8 @@ def fit_within(analysis, info, sessions, settings):
             "rows_y": int(has_y.sum()), "lag": spec.lag}
     return Fit(idata, draws, within.reported_parameters(spec), used, asdict(spec),
                model=model, predictive=within.predictive(data, spec, model,
-                                                         info.get("ranges", {})))
+                                                         info.get("ranges", {})),
+               constant=within.constant_quantities(post))
 
 
 def fit_within_analysis(analysis, info, sessions, patients, settings):

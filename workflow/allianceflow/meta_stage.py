@@ -32,6 +32,7 @@ from .io import atomic_path, sha256_file, write_csv, write_json
 from .models.bias import (
     AVERAGED_MODELS,
     check_cutpoints,
+    constant_quantities,
     interval_labels,
     mixture_draws,
     p_interval,
@@ -108,7 +109,8 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
                                             config["meta"]["thresholds"], direction)
         summary = pd.concat([summary, point_rows(name, points)], ignore_index=True)
         summaries.append(summary)
-        diags[name] = diagnostics(idata, summary, thresholds, name)
+        diags[name] = diagnostics(idata, summary, thresholds, name,
+                                  constant=constant_quantities(post))
         diags[name]["n_effects_used"] = int(len(data))
         checks.append(run_checks(model, {"effects": predictive(spec, data, model, correlation)},
                                  idata,

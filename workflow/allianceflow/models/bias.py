@@ -108,6 +108,16 @@ def selection_weights(n_intervals: int) -> pt.TensorVariable:
     return pm.Deterministic("omega", omega, dims="p_interval")
 
 
+def constant_quantities(posterior: xr.Dataset) -> list[str]:
+    """What the selection model holds constant by construction, by the name the summary
+    and the convergence gate give it: the weight of the most significant interval,
+    omega_0 = 1 (the sum of the Dirichlet increments; rounding aside). It has no R-hat
+    or ESS, and the gate leaves out exactly this element."""
+    if "omega" not in posterior:
+        return []
+    return [f"omega[{posterior['omega'].coords['p_interval'].values[0]}]"]
+
+
 def mixture_draws(draws: dict[str, np.ndarray], weights: dict[str, float],
                   seed: int) -> np.ndarray:
     """Draws of the model-averaged posterior: each model's draws taken in proportion to

@@ -252,6 +252,14 @@ def predictive(data: WithinData, spec: WithinSpec, model: pm.Model,
         for key, (values, person, measure, z) in rows.items()}
 
 
+def constant_quantities(posterior: xr.Dataset) -> list[str]:
+    """corr_person's diagonal, 1 by construction (rounding aside): it has no R-hat or ESS,
+    and the convergence gate leaves out exactly these elements (by the names
+    fitting.element_label gives them)."""
+    return [f"corr_person[{e}, {e}]"
+            for e in posterior["corr_person"].coords["effect"].values]
+
+
 def derived_quantities(post: xr.Dataset, spec: WithinSpec) -> xr.Dataset:
     """The bmlm quantities (me, c, pme, cov_ab) and the person-level paths, per draw."""
     sd = post["sd_person"]
