@@ -273,13 +273,14 @@ def _extreme(values: xr.Dataset, pick: Callable, constant: frozenset[str] = froz
         flat = da.to_numpy().ravel().astype(float)
         if not flat.size:
             continue
+        def label(i: int, name: str = name, da: xr.DataArray = da) -> str:
+            return element_label(name, da, np.unravel_index(i, da.shape))
+
         keep = np.ones(flat.size, dtype=bool)
         if any(c == name or c.startswith(f"{name}[") for c in constant):
-            keep = np.array([element_label(name, da, np.unravel_index(i, da.shape)) not in
-                             constant for i in range(flat.size)], dtype=bool)
+            keep = np.array([label(i) not in constant for i in range(flat.size)])
         nan = np.isnan(flat) & keep
-        undefined += [element_label(name, da, np.unravel_index(i, da.shape))
-                      for i in np.flatnonzero(nan)]
+        undefined += [label(i) for i in np.flatnonzero(nan)]
         good = flat[keep & ~nan]
         if good.size:
             best.append(float(pick(good)))
@@ -305,14 +306,13 @@ def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThres
     s = summary[summary["sd"].notna() & ~summary["parameter"].isin(constant)]
     undefined = set(s.loc[s[["r_hat", "ess_bulk", "ess_tail"]].isna().any(axis=1),
                           "parameter"])
-    extremes = {}
-    for key, values, pick, column in (("r_hat", rhat, np.max, "r_hat"),
-                                      ("bulk", ess_b, np.min, "ess_bulk"),
-                                      ("tail", ess_t, np.min, "ess_tail")):
+    extremes = []
+    for values, pick, column in ((rhat, np.max, "r_hat"), (ess_b, np.min, "ess_bulk"),
+                                 (ess_t, np.min, "ess_tail")):
         value, nan = _extreme(values, pick, constant)
         undefined.update(nan)
-        extremes[key] = float(pick([value, *s[column].dropna().to_numpy()]))
-    max_rhat, min_bulk, min_tail = extremes["r_hat"], extremes["bulk"], extremes["tail"]
+        extremes.append(float(pick([value, *s[column].dropna().to_numpy()])))
+    max_rhat, min_bulk, min_tail = extremes
     stats = idata["sample_stats"].to_dataset()
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     bfmi_values = np.asarray(az.bfmi(stats, sample_dims=["chain", "draw"])["energy"])
