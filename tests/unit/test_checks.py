@@ -11,12 +11,12 @@ import xarray as xr
 from allianceflow.checks import (
     CheckSettings,
     ecdf_band,
-    grouped_loo_pit,
     ppc_table,
     psis_weights,
     run_checks,
     statistic,
     uniformity,
+    unit_loo_pit,
 )
 from allianceflow.fitting import SamplerSettings, sample
 from allianceflow.models import riclpm
@@ -57,16 +57,75 @@ def test_loo_pit_weights_reproduce_psis_loo():
     assert k == pytest.approx(np.asarray(loo.pareto_k), abs=1e-6)
 
 
-def test_grouped_loo_pit_and_predictive_p_values():
+def test_unit_loo_pit_and_predictive_p_values():
     replicated = np.arange(10.0)[:, None] * np.ones((10, 3))
     weights = np.full((10, 2), 0.1)
-    pit = grouped_loo_pit(np.array([4.5, -1.0, 20.0]), replicated, np.array([0, 1, 1]),
-                          weights)
-    assert pit == pytest.approx([0.5, 0.0, 1.0])
+    # unit 0: one value at the median; unit 1: mean 9.5, above every replicate
+    pit = unit_loo_pit(np.array([4.5, -1.0, 20.0]), replicated, np.array([0, 1, 1]), weights)
+    assert pit[0] == pytest.approx(0.5)
+    assert 0.9 < pit[1] < 1  # Pareto-smoothed tail: not 1, which no test could take
     table = ppc_table(np.array([4.5, 4.5, 4.5]), replicated, None, ("mean", "max"), "posterior")
     assert table.set_index("statistic")["p_value"].to_dict() == {"mean": 0.5, "max": 0.5}
     means = statistic("cluster_sd", np.array([1.0, 3.0, 10.0, 10.0]), np.array([0, 0, 1, 1]))
     assert means[0] == pytest.approx(np.std([2.0, 10.0], ddof=1))
+
+
+def random_intercept_fit(rng, tau_model: float, units: int = 40, sessions: int = 12,
+                         tau: float = 1.5, sigma: float = 1.0, draws: int = 400):
+    """Sessions within patients, y_ij = mu + u_i + e_ij, and exact posterior draws of mu
+    under a model with known SDs (tau_model, sigma) and prior mu ~ N(0, 10): each
+    patient's log-likelihood with u_i integrated out, and replicates drawing u_i again,
+    as the trial models' checks get them."""
+    y = rng.normal(0, 1) + rng.normal(0, tau, (units, 1)) + rng.normal(0, sigma, (units, sessions))
+    mean, within = y.mean(axis=1), ((y - y.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    v_mean, v_total = tau_model**2 + sigma**2 / sessions, sigma**2 + sessions * tau_model**2
+    precision = 1 / 100 + units / v_mean
+    mu = rng.normal(mean.sum() / v_mean / precision, precision**-0.5, draws)
+    loglik = -0.5 * ((sessions - 1) * np.log(sigma**2) + np.log(v_total)
+                     + sessions * np.log(2 * np.pi) + within / sigma**2
+                     + sessions * (mean - mu[:, None]) ** 2 / v_total)
+    replicated = (mu[:, None, None] + rng.normal(0, tau_model, (draws, units, 1))
+                  + rng.normal(0, sigma, (draws, units, sessions))).reshape(draws, -1)
+    return y.ravel(), replicated, np.repeat(np.arange(units), sessions), loglik
+
+
+def loo_pit_rejects(rng, tau_model: float, replicates: int) -> tuple[float, float]:
+    """Share of simulated fits whose LOO-PIT check fails at 5%: as check_block judges it,
+    and as a test of each session's value against independent uniforms would."""
+    from allianceflow.checks import Predictive, check_block
+    from arviz_stats.base import array_stats
+
+    settings = CheckSettings(pit_prob=0.95)
+    ours = per_session = 0
+    for _ in range(replicates):
+        y, rep, patient, loglik = random_intercept_fit(rng, tau_model)
+        block = Predictive(observed=y, group=patient, parts={}, simulate=lambda v, rng: v["rep"],
+                           label="y", group_name="patient", cluster=patient)
+        summary, _ = check_block("y", block, {"rep": rep}, {"rep": rep}, loglik,
+                                 np.arange(len(rep)), settings, rng, 0)
+        ours += summary["loo_pit"]["passed"] is False
+        weights, _ = psis_weights(loglik)
+        session_pit = (weights[:, patient] * (rep < y)).sum(axis=0)
+        per_session += array_stats.uniformity_test(session_pit, method="pot_c")[0] < 0.05
+    return ours / replicates, per_session / replicates
+
+
+def test_loo_pit_test_holds_its_level_on_sessions_within_patients():
+    """Calibration: 100 correctly specified fits, nominal level 5%. The check (one PIT per
+    patient, POT-C) rejects at most 10% of them (P(more than 10 of 100) is 1% at a true 5%,
+    and 99% at a true 20%), while the same test of the 480 dependent session values
+    rejects at least 20%. (The check before, each session's PIT against the simultaneous
+    band of independent uniforms, rejected 23 of these 100 fits.)"""
+    rates = loo_pit_rejects(np.random.default_rng(11), tau_model=1.5, replicates=100)
+    print(f"rejection rate at 5%: per patient {rates[0]:.3f}, per session {rates[1]:.3f}")
+    assert rates[0] <= 0.10
+    assert rates[1] >= 0.20
+
+
+def test_loo_pit_test_finds_too_little_between_patient_spread():
+    """Power: the model's between-patient SD a third of the truth's is found."""
+    ours, _ = loo_pit_rejects(np.random.default_rng(12), tau_model=0.5, replicates=20)
+    assert ours >= 0.9
 
 
 def test_selection_model_replicates_follow_the_publication_weights():
@@ -171,7 +230,7 @@ def test_loo_pit_of_replicates_that_keep_each_units_latent_effects_is_not_judged
     summary, _ = check_block("y", block, {"rep": replicated}, {"rep": replicated}, loglik,
                              np.arange(200), CheckSettings(), rng, 0)
     assert summary["loo_pit"]["passed"] is False
-    assert any("LOO-PIT leaves" in w for w in summary["warnings"])
+    assert any("LOO-PIT of the units is not uniform" in w for w in summary["warnings"])
 
 
 def test_prior_table_prints_the_priors_the_model_was_built_with():
@@ -197,12 +256,13 @@ def test_prior_table_prints_the_priors_the_model_was_built_with():
 
 
 def test_power_scaling_takes_the_log_prior_of_the_population_variables_only():
-    """The variables whose log prior power-scaling sums are those whose terms PyMC's full
-    log-prior has at most POPULATION_PRIOR_MAX_SIZE of per draw: a ZeroSumNormal over 3 x 10
-    and an LKJ prior count by their terms, per-patient arrays are left out."""
+    """Power-scaling sums the log prior of the population-level variables
+    (models/structure.py), however many values they have: a ZeroSumNormal over 3 x 10,
+    an LKJ prior; the standard-normal offsets z of a random effect are left out."""
     import pymc as pm
     import pytensor
-    from allianceflow.checks import POPULATION_PRIOR_MAX_SIZE, population_variables
+    from allianceflow.checks import summed_log_prior
+    from allianceflow.models.structure import population_variables
 
     with pytensor.config.change_flags(mode="FAST_COMPILE"):  # nothing to compile here
         with pm.Model() as model:
@@ -214,13 +274,15 @@ def test_power_scaling_takes_the_log_prior_of_the_population_variables_only():
             pm.Normal("y", mu[0] + sd * z, 1, observed=np.zeros(40))
             idata = pm.sample_prior_predictive(draws=5, random_seed=1)
         idata["posterior"] = idata["prior"]
-        full = pm.compute_log_prior(idata, model=model, extend_inferencedata=False,
-                                    progressbar=False)
+        full = pm.stats.compute_log_prior(idata, model=model, extend_inferencedata=False,
+                                          progressbar=False)
         full = full["log_prior"].to_dataset() if isinstance(full, xr.DataTree) else full
-        small = {name for name, da in full.data_vars.items()
-                 if da.size // (da.sizes["chain"] * da.sizes["draw"]) <= POPULATION_PRIOR_MAX_SIZE}
-        assert set(population_variables(model)) == small
-        assert small == {"mu", "sd", "dev", "cov"}  # by terms: dev has 30 values, cov 15
+        names = population_variables(model)
+        assert names == ["mu", "sd", "dev", "cov"]
+        ours = summed_log_prior(idata["posterior"].to_dataset(), model, names)["total"]
+        expected = sum(full[n].sum([d for d in full[n].dims if d not in ("chain", "draw")])
+                       for n in names)
+        np.testing.assert_allclose(ours.to_numpy(), expected.to_numpy(), rtol=1e-10)
 
 
 def test_the_summed_log_prior_in_one_call_equals_pymcs_draw_by_draw():

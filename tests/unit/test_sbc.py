@@ -31,6 +31,30 @@ def test_rank_test_accepts_uniform_ranks_and_rejects_skewed_ones():
     assert not rank_uniformity(rng.integers(40, 61, 200), 100, 0.95)["passed"]  # too central
 
 
+def test_coverage_is_of_the_central_interval_of_the_draws():
+    """A calibrated family (each true value drawn from the posterior its draws come
+    from) whose posteriors are piled at a bound, Beta(0.3, 3) like an SD near zero, or
+    at both, Beta(0.5, 0.5) like a selection weight: the central 95% interval of the
+    draws covers 95% of the truths. Mean +- 1.96 SD covered 0.93 and 1.00 of them."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for name, (a, b) in {"sd": (0.3, 3.0), "omega": (0.5, 0.5)}.items():
+        draws, true = rng.beta(a, b, (2000, 1000)), rng.beta(a, b, 2000)
+        rows.append(pd.DataFrame({
+            "family": "f", "simulation": np.arange(2000), "parameter": name, "true": true,
+            "rank": (draws[:, ::10] < true[:, None]).sum(axis=1), "max_rank": 100,
+            "mean": draws.mean(axis=1), "sd": draws.std(axis=1, ddof=1),
+            "lower_95": np.quantile(draws, 0.025, axis=1),
+            "upper_95": np.quantile(draws, 0.975, axis=1), "divergences": 0}))
+    ranks = pd.concat(rows, ignore_index=True)
+    coverage = summarise_family(ranks, 0.95)[0].set_index("parameter")["coverage_95"]
+    assert coverage.to_numpy() == pytest.approx([0.95, 0.95], abs=0.015)  # binomial sd 0.005
+    # rank files without the quantiles: the central interval of the 100 thinned draws,
+    # ranks 3..97 of 0..100, so 95/101 under calibration
+    old_files = summarise_family(ranks.drop(columns=["lower_95", "upper_95"]), 0.95)[0]
+    assert old_files["coverage_95"].to_numpy() == pytest.approx([95 / 101] * 2, abs=0.015)
+
+
 def test_batches_cover_every_simulation_once():
     sims = [s for b in range(4) for s in batch_simulations(b, 3, 10)]
     assert sims == list(range(10))

@@ -15,6 +15,7 @@ asks whether the outcome model fits, not whether the alliance is predicted.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from scipy import optimize
 
 from .io import write_csv, write_json
 from .models.predictive import Predictive
+from .models.structure import population_variables
 
 PPC_STATISTICS = ("mean", "sd", "min", "max")
 PARETO_K_RELIABLE = 0.7
@@ -49,7 +51,7 @@ class CheckSettings:
     # this; the data-scaled weakly informative priors of the trial models put 13-28% of
     # simulated sessions outside a bounded questionnaire's range on the default trials
     prior_outside: float = 0.3
-    pit_prob: float = 0.99  # simultaneous band of the LOO-PIT ECDF
+    pit_prob: float = 0.99  # LOO-PIT fails its uniformity test at p < 1 - pit_prob
     sensitivity_threshold: float = 0.05  # power-scaling (Kallioinen et al. 2023)
     pit_max_high_k: float = 0.1  # LOO-PIT is not judged above this share of k > 0.7
 
@@ -199,18 +201,39 @@ def is_integer_valued(values: np.ndarray) -> bool:
     return bool(np.all(values == np.round(values)))
 
 
-def grouped_loo_pit(observed: np.ndarray, replicated: np.ndarray, group: np.ndarray,
-                    weights: np.ndarray, rng: np.random.Generator | None = None
-                    ) -> np.ndarray:
-    """P(y_rep_j <= y_j | data without j's unit), each value weighted by its unit's
-    leave-one-out importance weights (a patient's sessions leave out together). With
-    `rng`, the randomised PIT of discrete data: P(y_rep < y) + U P(y_rep = y)."""
-    w = weights[:, group]
-    below = np.einsum("sn,sn->n", replicated < observed[None, :], w)
-    if rng is None:
-        return below + np.einsum("sn,sn->n", replicated == observed[None, :], w)
-    ties = np.einsum("sn,sn->n", replicated == observed[None, :], w)
-    return below + rng.uniform(size=observed.shape) * ties
+def unit_loo_pit(observed: np.ndarray, replicated: np.ndarray, group: np.ndarray,
+                 weights: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """LOO-PIT of each unit's mean value (a study's effects, a patient's sessions) under
+    the predictive that leaves the whole unit out: P(mean of y_rep_u <= mean of y_u | data
+    without u), one value per unit (in the order of np.unique(group)).
+
+    Why per unit and not per value: the values of one unit share its leave-one-out
+    weights and its left-out latent effects, so a patient's sessions have PIT values that
+    move together, and a test built for independent uniforms rejects a correct model far
+    more often than its level (tests/unit/test_checks.py measures it). Across units the
+    values are close to independent; the remaining dependence of LOO-PIT values, each
+    predictive conditioned on nearly the same data, is what the test in `uniformity`
+    allows for. Within-unit misfit is left to the predictive checks' statistics.
+
+    Pareto-smoothed PIT (arviz-stats `loo_pit(pareto_pit=True)`): a unit mean beyond
+    every replicate gets a tail probability from a generalised Pareto fit instead of 0 or
+    1, which an order-statistic test would read as certain misfit. With `rng` (data
+    recorded as whole numbers) ties are broken at random: P(y_rep < y) + U P(y_rep = y)
+    (Czado, Gneiting and Held 2009)."""
+    from arviz_stats.base import array_stats
+    from scipy import sparse
+
+    units, index = np.unique(group, return_inverse=True)
+    counts = np.bincount(index).astype(float)
+    indicator = sparse.csr_matrix((1.0 / counts[index], (np.arange(len(index)), index)),
+                                  shape=(len(index), len(units)))
+    observed_mean = indicator.T @ observed
+    replicated_mean = np.asarray(replicated @ indicator)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)
+    return np.asarray(array_stats.loo_pit(
+        replicated_mean.T, observed_mean, log_weights.T, chain_axis=None, draw_axis=-1,
+        random_state=rng if rng is not None else 0, pareto_pit=True), dtype=float)
 
 
 def ecdf_band(n: int, prob: float, n_sim: int = 1000, seed: int = 0,
@@ -233,20 +256,38 @@ def ecdf_band(n: int, prob: float, n_sim: int = 1000, seed: int = 0,
     return grid, lower, upper
 
 
+@functools.lru_cache(maxsize=64)
+def default_grid_band(n: int, prob: float, seed: int) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    """ecdf_band on its default grid, kept: the same number of units is checked again
+    and again (every model of a review, every simulated fit), and the band is fixed by
+    (n, prob, seed). Read-only arrays, as they are shared."""
+    band = ecdf_band(n, prob, seed=seed)
+    for a in band:
+        a.flags.writeable = False
+    return band
+
+
 def uniformity(values: np.ndarray, prob: float, seed: int = 0) -> dict[str, Any]:
-    """ECDF of values in [0, 1] against the simultaneous band of a uniform sample."""
-    grid, lower, upper = ecdf_band(len(values), prob, seed=seed)
+    """Are PIT values in [0, 1] uniform? The test is Tesso and Vehtari's (2026, arXiv
+    2603.02928) pointwise order test with the truncated Cauchy combination (arviz-stats
+    `uniformity_test(method="pot_c")`), which is valid for LOO-PIT values, dependent
+    because each leave-one-out predictive is conditioned on nearly the same data: it
+    fails at p < 1 - prob. The ECDF and the simultaneous `prob` band of independent
+    uniforms are returned for the plot."""
+    from arviz_stats.base import array_stats
+
+    grid, lower, upper = default_grid_band(len(values), prob, seed)
     ecdf = np.searchsorted(np.sort(values), grid, side="right") / len(values)
-    inside = (ecdf >= lower - 1e-12) & (ecdf <= upper + 1e-12)
+    p_value = float(array_stats.uniformity_test(np.asarray(values, dtype=float),
+                                                method="pot_c")[0])
     return {"grid": grid, "ecdf": ecdf, "lower": lower, "upper": upper,
-            "passed": bool(inside.all()),
+            "p_value": p_value, "passed": bool(p_value >= 1 - prob),
             "max_outside": float(np.max(np.maximum(lower - ecdf, ecdf - upper).clip(0)))}
 
 
 # ---- prior sensitivity ---------------------------------------------------------------
 
-
-POPULATION_PRIOR_MAX_SIZE = 12
 
 
 def summed(group: xr.Dataset) -> xr.Dataset:
@@ -255,16 +296,6 @@ def summed(group: xr.Dataset) -> xr.Dataset:
     for da in group.data_vars.values():
         total = total + da.sum([d for d in da.dims if d not in ("chain", "draw")])
     return xr.Dataset({"total": total.transpose("chain", "draw")})
-
-
-def population_variables(model: pm.Model, max_size: int = POPULATION_PRIOR_MAX_SIZE
-                         ) -> list[str]:
-    """The free variables whose log prior has at most `max_size` terms per draw."""
-    terms = model.logp(vars=model.free_RVs, jacobian=False, sum=False)
-    sizes = model.compile_fn([t.size for t in terms], on_unused_input="ignore")(
-        model.initial_point())
-    return [rv.name for rv, size in zip(model.free_RVs, sizes, strict=True)
-            if size <= max_size]
 
 
 def summed_log_prior(posterior: xr.Dataset, model: pm.Model, names: list[str]
@@ -310,8 +341,7 @@ def sensitivity(idata: xr.DataTree, model: pm.Model, quantities: xr.Dataset,
     power near 1. Diagnosis 'prior-data conflict' or 'strong prior / weak likelihood'
     where the prior sensitivity reaches the threshold.
 
-    Only the population-level priors are scaled: free variables of at most
-    POPULATION_PRIOR_MAX_SIZE log-prior terms per draw (population_variables).
+    Only the population-level priors are scaled (models/structure.py).
     Per-patient, per-study or per-therapist latent arrays are left out: scaling them
     changes the hierarchical structure, not the prior information, and would flag every
     parameter of a multilevel model."""
@@ -367,19 +397,17 @@ def prior_text(rv: pt.TensorVariable, random: set) -> str:
     return fmt(args) if fmt else f"{name}({', '.join(args)})"
 
 
-def prior_table(model: pm.Model, max_size: int = POPULATION_PRIOR_MAX_SIZE) -> pd.DataFrame:
-    """The population-level priors of a model as it was built: each free variable of at
-    most `max_size` values per draw, its distribution and the arguments it got (after
-    any scaling by the data, e.g. priors set in units of a measure's SD). Read from the
-    model graph itself, so what a report prints is what was sampled."""
+def prior_table(model: pm.Model) -> pd.DataFrame:
+    """The population-level priors of a model as it was built (models/structure.py):
+    each one's distribution and the arguments it got (after any scaling by the data,
+    e.g. priors set in units of a measure's SD). Read from the model graph itself, so
+    what a report prints is what was sampled."""
     shapes = model.eval_rv_shapes()
     random = set(model.basic_RVs)
-    rows = []
-    for rv in model.free_RVs:
-        size = int(np.prod(shapes[rv.name]))
-        if size <= max_size and not rv.name.startswith("z_"):  # z_: standardised effects
-            rows.append({"parameter": rv.name, "values": size,
-                         "prior": prior_text(rv, random)})
+    population = set(population_variables(model))
+    rows = [{"parameter": rv.name, "values": int(np.prod(shapes[rv.name])),
+             "prior": prior_text(rv, random)}
+            for rv in model.free_RVs if rv.name in population]
     return pd.DataFrame(rows, columns=["parameter", "values", "prior"])
 
 
@@ -412,7 +440,7 @@ def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[st
     weights /= weights.sum(axis=0)
     share_high_k = float((k > PARETO_K_RELIABLE).mean())
     reliable = share_high_k <= settings.pit_max_high_k and not p.conditional_on_units
-    pit_values = grouped_loo_pit(y, post_rep, g, weights, rng if discrete else None)
+    pit_values = unit_loo_pit(y, post_rep, g, weights, rng if discrete else None)
     test = uniformity(pit_values, settings.pit_prob, seed)
     pit = pd.DataFrame({"grid": test["grid"], "ecdf": test["ecdf"], "lower": test["lower"],
                         "upper": test["upper"]})
@@ -430,8 +458,8 @@ def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[st
         problems.append(f"{observed_name}: LOO-PIT not judged, Pareto k > 0.7 for "
                         f"{share_high_k:.0%} of {p.group_name}s")
     elif reliable and not test["passed"]:
-        problems.append(f"{observed_name}: LOO-PIT leaves its simultaneous "
-                        f"{settings.pit_prob:.0%} band")
+        problems.append(f"{observed_name}: LOO-PIT of the {p.group_name}s is not uniform "
+                        f"(p = {test['p_value']:.3g} < {1 - settings.pit_prob:.2g})")
     summary = {
         "label": p.label, "values": int(len(y)), "units": int(len(np.unique(g))),
         "unit": p.group_name, "integer_valued": discrete,
@@ -442,6 +470,8 @@ def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[st
         "loo_pit": {"passed": test["passed"] if reliable else None,
                     "reliable": reliable,
                     "replicates_conditional_on_units": p.conditional_on_units,
+                    "test": "pot_c", "p_value": test["p_value"],
+                    "level": 1 - settings.pit_prob, "values_per": p.group_name,
                     "max_outside": test["max_outside"],
                     "band": settings.pit_prob, "max_pareto_k": float(np.max(k)),
                     "share_pareto_k_above_0.7": share_high_k},

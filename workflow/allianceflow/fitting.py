@@ -103,8 +103,8 @@ def python_mode_beside_the_sampler(job: Callable) -> Callable:
     320 s against 296 s, with the same outputs to the last byte (bench/by_hand.md). They
     are called a few thousand times at most, too few to pay back a compile; the one that
     was slow per call in Python mode, the log-prior over every draw, takes only the terms
-    power-scaling uses (`checks.population_variables`), in one call over all the draws
-    (`checks.summed_log_prior`)."""
+    power-scaling uses (`models.structure.population_variables`), in one call over all
+    the draws (`checks.summed_log_prior`)."""
     return pytensor.config.change_flags(mode="FAST_COMPILE")(job)
 
 

@@ -63,7 +63,8 @@ def loo_pit_status(pit: dict[str, Any]) -> str:
         return "shown, not judged (replicates keep each unit's latent effects)"
     if not pit.get("reliable", True):
         return "not judged (Pareto k)"
-    return "inside band" if pit["passed"] else "OUTSIDE band"
+    test = f"p = {pit['p_value']:.2g}" if "p_value" in pit else ""
+    return f"uniform ({test})" if pit["passed"] else f"NOT uniform ({test})"
 
 
 def blocks(curves: pd.DataFrame) -> list[tuple[str, str]]:
@@ -114,13 +115,14 @@ def statistics_plot(ppc: pd.DataFrame, model: str, block: str):
 
 
 def loo_pit_plot(pit: pd.DataFrame, model: str, block: str, band: float, status: str = ""):
-    """LOO-PIT ECDF minus the uniform ECDF, with its simultaneous band."""
+    """LOO-PIT ECDF (one value per unit) minus the uniform ECDF, with the simultaneous
+    band of independent uniforms; the pass/fail is the POT-C test's (`status`)."""
     rows = pit[(pit["model"] == model) & (pit["data"] == block)]
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
     ax.fill_between(rows["grid"], rows["lower"] - rows["grid"], rows["upper"] - rows["grid"],
                     color="#c6dbef", label=f"{band:.0%} simultaneous band")
     ax.plot(rows["grid"], rows["ecdf"] - rows["grid"], color="black", lw=1.5,
-            label="LOO-PIT ECDF")
+            label="LOO-PIT ECDF, one value per unit")
     ax.axhline(0, color="#777", lw=0.6)
     ax.set_xlabel("PIT value")
     ax.set_ylabel("ECDF − uniform")

@@ -9,7 +9,7 @@ rule sbc_batch:
         unpack(sbc_template_inputs),
         code=package_code(
             "sbc.py", "checks.py", "fitting.py", "compiled.py", "models/meta.py",
-            "models/bias.py", "models/predictive.py",
+            "models/bias.py", "models/predictive.py", "models/structure.py",
             "models/growth.py", "models/early_alliance.py", "models/riclpm.py",
             "models/sequential_mediation.py", "models/within_mediation.py",
             "models/gaussian.py", "models/multilevel.py",
@@ -35,7 +35,7 @@ rule sbc_batch:
 rule sbc_family:
     input:
         batches=sbc_batches,
-        code=package_code("sbc.py", "checks.py"),
+        code=package_code("sbc.py", "checks.py", "models/structure.py"),
     output:
         ranks="data/sbc/{family}/ranks.csv",
         summary=report(

@@ -66,7 +66,7 @@ CHECK_FILES = ("checks.json", "ppc.csv", "ppc_curves.csv", "loo_pit.csv", "sensi
 
 # The package modules each analysis type's results are computed by (see package_code).
 FIT_CODE = ("analysis_stage.py", "analyses.py", "fitting.py", "compiled.py", "checks.py",
-            "models/predictive.py", "provenance.py")
+            "models/predictive.py", "models/structure.py", "provenance.py")
 GROWTH_CODE = ("trial_models_stage.py", "models/multilevel.py", "models/gaussian.py")
 ANALYSIS_CODE = {
     "growth": (*GROWTH_CODE, "models/growth.py"),

@@ -10,7 +10,8 @@ rule fit_review:
         info="data/clean/meta/{review}/review.json",
         code=package_code(
             "meta_stage.py", "fitting.py", "compiled.py", "checks.py", "models/meta.py",
-            "models/bias.py", "models/predictive.py", "provenance.py", "history.py",
+            "models/bias.py", "models/predictive.py", "models/structure.py", "provenance.py",
+            "history.py",
         ),
     output:
         summary=report(
@@ -82,7 +83,7 @@ rule influence_review:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
         code=package_code("meta_influence.py", "fitting.py", "compiled.py", "models/meta.py",
-                          "models/predictive.py"),
+                          "models/predictive.py", "models/structure.py"),
     output:
         loso=report(
             "data/fits/meta/{review}/loso.csv",

@@ -101,7 +101,7 @@ rule kfold_trial_analysis:
 rule compare_trial:
     input:
         kfold=lambda wildcards: trial_fits(wildcards)["kfold"],
-        code=package_code("trial_kfold.py", "checks.py"),
+        code=package_code("trial_kfold.py", "checks.py", "models/structure.py"),
     output:
         report(
             "data/fits/trials/{trial}/comparison.csv",

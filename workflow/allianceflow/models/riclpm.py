@@ -55,6 +55,7 @@ import xarray as xr
 
 from .multilevel import patient_weight, weighted_total
 from .predictive import Predictive
+from .structure import MISSING_CELLS
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def build_model(data: RiclpmData, spec: RiclpmSpec, weighted: bool = False) -> p
         weight = patient_weight(n, weighted)  # K-fold refits: 0 leaves a patient out
         if len(holes):
             # their density is the model's own (the likelihood below): no prior of their own
-            filled = pm.Flat("missing_cells", shape=len(holes))
+            filled = pm.Flat(MISSING_CELLS, shape=len(holes))
             values = pt.set_subtensor(values[holes[:, 0], holes[:, 1], holes[:, 2]], filled)
             if weight is not None:
                 # a left-out patient's missing cells would be improper: standard normal
