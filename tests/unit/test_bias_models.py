@@ -79,3 +79,17 @@ def test_bias_models_are_two_level_and_carry_the_direction():
         assert not specs[name].three_level
         assert specs[name].direction == -1
         assert specs[name].bias == name
+
+
+def test_the_report_says_what_the_stacking_average_is_and_is_not():
+    import pandas as pd
+    from allianceflow.report_meta import bias_sentence
+
+    rows = [{"model": "bias_averaged", "parameter": "mu", "mean": 0.2, "q2.5": 0.1,
+             "q97.5": 0.3}]
+    rows += [{"model": "bias_averaged", "parameter": f"weight[{m}]", "mean": w}
+             for m, w in zip(("random_effects", "pet", "peese", "selection"),
+                             (0.1, 0.6, 0.2, 0.1), strict=True)]
+    text = bias_sentence(pd.DataFrame(rows), {"effect_type": "d"})
+    assert "largest weight (0.60) goes to the pet model" in text
+    assert "predictive mixture" in text and "not a posterior model probability" in text

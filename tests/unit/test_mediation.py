@@ -261,3 +261,26 @@ def test_sequential_model_integrates_the_latent_changes_as_patient_loglik_does()
                                  np.reshape(v, (1, 1, *np.shape(v))))
                        for rv, v in zip(model.free_RVs, values, strict=True)})
     np.testing.assert_allclose(shares, seq.patient_loglik(post, data, spec)[0, 0], rtol=1e-10)
+
+
+def test_a_proportion_mediated_is_read_by_its_median_and_only_where_bounded():
+    """pm = indirect / total: where the total's 95% interval includes zero the ratio's
+    draws run to both infinities; the rows say so and the report does not print an
+    interval for it."""
+    from allianceflow.fitting import ratio_rows
+    from allianceflow.report_trial import proportion_mediated
+
+    rng = np.random.default_rng(3)
+    for total_mean, bounded in ((1.0, 1.0), (0.1, 0.0)):
+        total = rng.normal(total_mean, 0.2, (2, 2000))
+        indirect = rng.normal(0.5, 0.1, (2, 2000))
+        draws = xr.Dataset({"total": (("chain", "draw"), total),
+                            "pm": (("chain", "draw"), indirect / total)})
+        rows = ratio_rows(draws, seq.RATIOS, "sequential_mediation").set_index("parameter")
+        assert rows.loc["bounded[pm]", "mean"] == bounded
+        assert rows.loc["median[pm]", "mean"] == pytest.approx(np.median(indirect / total))
+        summary = pd.concat([rows, pd.DataFrame({"q2.5": [0.3], "q97.5": [0.7]}, index=["pm"])])
+        text = proportion_mediated(summary, "pm")
+        assert ("no bounded interval" in text) == (not bounded)
+        assert ("0.30 to 0.70" in text) == bool(bounded)
+    assert seq.RATIOS == {"pm": "total"} and wm.RATIOS == {"pme": "c"}

@@ -5,6 +5,7 @@ import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 import pytest
+import xarray as xr
 from allianceflow.models.meta import (
     MetaPriors,
     ModelSpec,
@@ -85,3 +86,23 @@ def test_models_have_the_design_parameter_names():
     names = {v.name for v in build_model(ModelSpec("metareg_rater", True, (RATER,)), e,
                                          MetaPriors()).free_RVs}
     assert names == {"mu", "beta", "tau_study", "tau_es"}
+
+
+def test_a_meta_regressions_i2_and_prediction_interval_are_named_as_what_they_are():
+    """In a meta-regression the SDs are residual and mu is at the reference levels: its I²
+    rows are the residual heterogeneity's share and its prediction interval is a new
+    study's at the reference levels, and their names say so."""
+    from allianceflow.models.meta import derived_quantities, prediction_names, reported_parameters
+
+    post = xr.Dataset({k: (("chain", "draw"), np.full((1, 4), v))
+                       for k, v in {"mu": 0.2, "tau_study": 0.1, "tau_es": 0.05}.items()})
+    vi = np.full(3, 0.01)
+    plain, moderated = ModelSpec("three_level", True), ModelSpec("metareg_rater", True, (RATER,))
+    assert set(derived_quantities(post, vi, False, 1, plain)) >= {"i2_study", "i2_es"}
+    got = derived_quantities(post, vi, False, 1, moderated)
+    assert set(got) >= {"i2_study_residual", "i2_es_residual"} and "i2_study" not in got
+    assert float(got["i2_study_residual"][0, 0]) == pytest.approx(0.01 / 0.0225)
+    assert prediction_names(plain) == ("pred_low", "pred_high")
+    assert prediction_names(moderated) == ("pred_low_at_reference", "pred_high_at_reference")
+    assert reported_parameters(moderated, xr.merge([post, got]), False)[-2:] == [
+        "i2_study_residual", "i2_es_residual"]

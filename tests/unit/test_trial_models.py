@@ -312,3 +312,43 @@ def test_headline_of_each_analysis_type():
     assert headline_parameter({"type": "riclpm", "variables": ["a", "d"]}) == "cl[a->d]"
     assert headline_parameter({"type": "growth"}) == "alliance_within"
     assert headline_parameter({"type": "early_alliance"}) == "early_alliance"
+
+
+def test_early_alliance_per_sd_is_per_sd_of_the_true_early_alliance(tmp_path):
+    """Per SD of the true early alliance over the trial's patients, arm, therapists and
+    sites included, not per its residual SD given them (sd_early_alliance)."""
+    from allianceflow import synthetic
+    from allianceflow.analyses import find_analysis
+    from allianceflow.trial_models_stage import early_spec
+    from allianceflow.trials import load_trial
+
+    ds = synthetic.cbasp_rct(seed=6, n_patients=40, n_sessions=6, n_sites=2,
+                             therapists_per_site=2)
+    t = load_trial(synthetic.write_dataset(ds, tmp_path))
+    spec = early_spec(find_analysis(t.info, "early_alliance"), t.info)
+    data = early.prepare(t.sessions, t.patients, spec)
+    assert data.therapist is not None and data.site is not None and spec.arm
+    with pytensor.config.change_flags(mode="FAST_COMPILE"):
+        model = early.build_model(data, spec)
+        names = ["early_alliance", "early_alliance_per_sd", "sd_early_alliance",
+                 "alliance_arm", "sd_therapist_alliance", "sd_site_alliance"]
+        with model:
+            prior = pm.sample_prior_predictive(draws=20, var_names=names, random_seed=2)
+    p = {n: prior["prior"][n].to_numpy().ravel() for n in names}
+    arm = data.design.x[:, data.design.names.index("arm")]
+    sd_true = np.sqrt(p["sd_early_alliance"] ** 2 + p["alliance_arm"] ** 2 * np.var(arm)
+                      + p["sd_therapist_alliance"] ** 2 + p["sd_site_alliance"] ** 2)
+    np.testing.assert_allclose(p["early_alliance_per_sd"], p["early_alliance"] * sd_true)
+    assert not np.allclose(p["early_alliance_per_sd"],
+                           p["early_alliance"] * p["sd_early_alliance"])
+
+
+def test_riclpm_sentence_gives_the_lag_of_the_chain():
+    from allianceflow.report_trial_models import analysis_sentence
+
+    rows = pd.DataFrame({"parameter": ["indirect[a->b->c->d]", "indirect[a->b->c]"],
+                         "mean": [0.01, 0.02], "q2.5": [0.0, 0.01], "q97.5": [0.02, 0.03]})
+    four = analysis_sentence(rows, {"type": "riclpm", "variables": ["a", "b", "c", "d"]})
+    assert "d 3 sessions later through b then c with a lag-3" in four
+    three = analysis_sentence(rows, {"type": "riclpm", "variables": ["a", "b", "c"]})
+    assert "c 2 sessions later through b with a lag-2" in three

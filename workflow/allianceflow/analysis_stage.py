@@ -24,6 +24,7 @@ from .fitting import (
     gate_message,
     point_rows,
     python_mode_beside_the_sampler,
+    ratio_rows,
     summarise,
 )
 from .io import atomic_path, write_csv, write_json
@@ -59,8 +60,8 @@ def fit_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     model = analysis["type"]
     fit = FITS[model](analysis, info, sessions, patients, settings)
     summary = summarise(fit.draws, fit.names, model)
-    summary = pd.concat([summary, effect_probabilities(fit.draws, fit.names, model)],
-                        ignore_index=True)
+    summary = pd.concat([summary, effect_probabilities(fit.draws, fit.names, model),
+                         ratio_rows(fit.draws, fit.ratios, model)], ignore_index=True)
     diag = diagnostics(fit.idata, summary, thresholds, model, constant=fit.constant)
     diag["used"] = fit.used
     ll = fit.idata["log_likelihood"].to_dataset()["patient"]

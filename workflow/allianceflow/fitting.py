@@ -54,6 +54,8 @@ class Fit:
     predictive: dict[str, Any] = field(default_factory=dict)  # checks.Predictive per block
     # quantities the model holds constant by construction, left out of the gate by name
     constant: list[str] = field(default_factory=list)
+    # reported ratios and their denominators (e.g. the proportion mediated: ratio_rows)
+    ratios: dict[str, str] = field(default_factory=dict)
 
 
 
@@ -243,6 +245,21 @@ def point_rows(model: str, values: dict[str, float]) -> pd.DataFrame:
     """Rows for single numbers (interval bounds, probabilities): value in `mean`."""
     rows = [{"model": model, "parameter": k, "mean": v} for k, v in values.items()]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def ratio_rows(draws: xr.Dataset, ratios: dict[str, str], model: str) -> pd.DataFrame:
+    """For a ratio whose denominator can be near zero (a proportion mediated): its
+    posterior median (`median[<ratio>]`) and whether its interval is bounded
+    (`bounded[<ratio>]`: 1 where the denominator's central 95% interval excludes zero).
+    Where it includes zero the ratio's draws run to both infinities, its mean and SD
+    say nothing and its quantiles are not an interval of plausible values (as Fieller's
+    interval for a ratio is then unbounded)."""
+    values = {}
+    for ratio, denominator in ratios.items():
+        low, high = np.quantile(draws[denominator].to_numpy(), [0.025, 0.975])
+        values[f"median[{ratio}]"] = float(draws[ratio].median())
+        values[f"bounded[{ratio}]"] = float(low > 0 or high < 0)
+    return point_rows(model, values)
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -51,7 +51,8 @@ def fit_sequential(analysis, info, sessions, patients, settings):
     used = {"patients": data.n_patients, "patients_excluded": data.n_excluded,
             "observations": {k: int(len(r.value)) for k, r in data.measures.items()}}
     return Fit(idata, draws, names, used, asdict(spec), model=model,
-               predictive=seq.predictive(data, spec, model, info.get("ranges", {})))
+               predictive=seq.predictive(data, spec, model, info.get("ranges", {})),
+               ratios=seq.RATIOS)
 
 
 def fit_within(analysis, info, sessions, settings):
@@ -70,7 +71,7 @@ def fit_within(analysis, info, sessions, settings):
     return Fit(idata, draws, within.reported_parameters(spec), used, asdict(spec),
                model=model, predictive=within.predictive(data, spec, model,
                                                          info.get("ranges", {})),
-               constant=within.constant_quantities(post))
+               constant=within.constant_quantities(post), ratios=within.RATIOS)
 
 
 def fit_within_analysis(analysis, info, sessions, patients, settings):

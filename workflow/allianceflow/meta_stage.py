@@ -44,6 +44,7 @@ from .models.meta import (
     derived_quantities,
     model_specs,
     pointwise_loglik,
+    prediction_names,
     predictive,
     primary_spec,
     reported_parameters,
@@ -98,13 +99,14 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
         model = build_model(spec, data, priors)
         idata = sample(model, settings)
         post = idata["posterior"].to_dataset()
-        derived = derived_quantities(post, data["vi"].to_numpy(), correlation, settings.seed)
+        derived = derived_quantities(post, data["vi"].to_numpy(), correlation, settings.seed,
+                                     spec)
         draws = xr.merge([scalar_draws(post), derived])
         names = reported_parameters(spec, draws, correlation)
         summary = summarise(draws, names, name)
         theta = derived["theta_new"].to_numpy().ravel()
-        points = {"pred_low": float(np.quantile(theta, 0.025)),
-                  "pred_high": float(np.quantile(theta, 0.975))}
+        low, high = prediction_names(spec)
+        points = {low: float(np.quantile(theta, 0.025)), high: float(np.quantile(theta, 0.975))}
         points |= expected_direction_points(reported_scale(post["mu"], correlation),
                                             config["meta"]["thresholds"], direction)
         summary = pd.concat([summary, point_rows(name, points)], ignore_index=True)
@@ -184,6 +186,16 @@ def averaged_rows(trees: dict[str, xr.DataTree], correlation: bool, thresholds: 
                   direction: int, seed: int) -> pd.DataFrame:
     """Model `bias_averaged`: stacking weights of random_effects, pet, peese and selection
     (PSIS-LOO over effect sizes) and the pooled effect of their weighted mixture.
+
+    What it is and is not: a predictive mixture (Yao et al. 2018), the weights chosen so
+    that the mixed models best predict a left-out effect size, not posterior model
+    probabilities, so it answers no question of which model is true. Its mu mixes
+    quantities that differ by model (the unadjusted pooled effect; the effect of a study
+    with no sampling error under PET and PEESE; the effect before selection), and where
+    a study has several effect sizes the left-out units are not independent, which the
+    weights ignore. It stays as a robustness summary, said so in the report
+    (report_meta.bias_sentence); model averaging with posterior model probabilities is
+    a separate analysis.
 
     R-hat and ESS are left empty: the mixture is not one Markov chain; each component's
     convergence is in its own rows.

@@ -196,7 +196,11 @@ def bias_sentence(summary: pd.DataFrame, info: dict[str, Any]) -> str:
     return (f"Averaging the unadjusted model with the PET, PEESE and selection models by "
             f"stacking weights gives {avg['mean']:.3f} (95% interval {avg['q2.5']:.3f} to "
             f"{avg['q97.5']:.3f}); the largest weight ({weights[best]['mean']:.2f}) goes to "
-            f"the {best.replace('_', '-')} model.")
+            f"the {best.replace('_', '-')} model. This is a predictive mixture, weighted by "
+            f"how well each model predicts a left-out effect size, not a posterior model "
+            f"probability: it does not say which model is true, its pooled effect means "
+            f"something slightly different in each model, and effect sizes of the same "
+            f"study are treated as independent units.")
 
 
 def history_change(history: pd.DataFrame) -> str:

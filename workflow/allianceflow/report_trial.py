@@ -159,15 +159,28 @@ def truth_table(summary: pd.DataFrame, truth: dict[str, Any] | None) -> pd.DataF
     return pd.DataFrame(out) if out else None
 
 
+def proportion_mediated(rows: pd.DataFrame, ratio: str) -> str:
+    """The proportion mediated by its median and central interval, or, where the total
+    effect's interval includes zero, that it has no bounded interval (fitting.ratio_rows)."""
+    if f"bounded[{ratio}]" not in rows.index:  # results written before these rows
+        return ""
+    if rows.loc[f"bounded[{ratio}]", "mean"] < 1:
+        return (" The proportion mediated has no bounded interval: the total effect's 95% "
+                "interval includes zero, so the ratio can take any size.")
+    return (f" Proportion mediated: median {rows.loc[f'median[{ratio}]', 'mean']:.2f} "
+            f"(95% interval {rows.loc[ratio, 'q2.5']:.2f} to {rows.loc[ratio, 'q97.5']:.2f}).")
+
+
 def mediation_sentence(summary: pd.DataFrame, analysis: dict[str, Any]) -> str:
     rows = summary.set_index("parameter")
     if analysis["type"] == "within_mediation":
         p = rows.loc["prob_gt0[me]", "mean"]
         return (f"Within persons, {analysis['x']} relates to {analysis['y']} through "
                 f"{analysis['m']} with an average indirect effect of {_label(rows, 'me')} "
-                f"(posterior probability of a positive effect {p:.3f}).")
+                f"(posterior probability of a positive effect {p:.3f})."
+                + proportion_mediated(rows, "pme"))
     p = rows.loc["prob_gt0[indirect_total]", "mean"]
     return (f"The treatment effect on change in {analysis['y']} is {_label(rows, 'total')}, "
             f"of which {_label(rows, 'indirect_total')} runs through the mediators "
             f"(posterior probability of a positive total indirect effect {p:.3f}); "
-            f"direct effect {_label(rows, 'c_prime')}.")
+            f"direct effect {_label(rows, 'c_prime')}." + proportion_mediated(rows, "pm"))

@@ -139,8 +139,8 @@ def cross_lagged_diagram(summary: pd.DataFrame, variables: list[str]):
     chain = "->".join(variables)
     title = "Within-patient lag-1 paths (random intercepts hold the stable differences)"
     if f"indirect[{chain}]" in rows.index:
-        title += f"\nlag-2 indirect effect {' → '.join(variables)}: " + _label(
-            rows, f"indirect[{chain}]")
+        title += (f"\nlag-{len(variables) - 1} indirect effect {' → '.join(variables)}: "
+                  + _label(rows, f"indirect[{chain}]"))
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -165,9 +165,11 @@ def analysis_sentence(summary: pd.DataFrame, analysis: dict[str, Any]) -> str:
         v = analysis["variables"]
         chain = "->".join(v)
         if f"indirect[{chain}]" in rows.index:
-            return (f"Within patients, {v[0]} at one session relates to {v[-1]} two "
-                    f"sessions later through {', '.join(v[1:-1])} with a lag-2 indirect "
-                    f"effect of {_label(rows, f'indirect[{chain}]')}.")
+            lag = len(v) - 1  # one session per arrow of the chain
+            return (f"Within patients, {v[0]} at one session relates to {v[-1]} {lag} "
+                    f"sessions later through {' then '.join(v[1:-1])} with a lag-{lag} "
+                    f"indirect effect (the product of the cross-lags along that chain) of "
+                    f"{_label(rows, f'indirect[{chain}]')}.")
         return (f"Within patients, {v[0]} at one session goes with "
                 f"{_label(rows, f'cl[{v[0]}->{v[1]}]')} points of {v[1]} at the next.")
     return mediation_sentence(summary, analysis)

@@ -207,7 +207,8 @@ HEADLINE_PARAMETER = {"sequential_mediation": "indirect_total", "within_mediatio
 
 
 def headline_parameter(analysis: dict[str, Any]) -> str:
-    """RI-CLPM: the lag-2 indirect effect along its variables, or the first cross-lag."""
+    """RI-CLPM: the indirect effect along its variables (lag: one session per arrow), or
+    the first cross-lag."""
     if analysis["type"] == "riclpm":
         v = analysis["variables"]
         return f"indirect[{'->'.join(v)}]" if len(v) >= 3 else f"cl[{v[0]}->{v[1]}]"

@@ -30,7 +30,8 @@ A_i is sampled through a standard normal given the patient's score and outcome
 (gaussian.intercept_slope_shift_terms): non-centred where both say little, centred
 where either pins the patient down, so there is no funnel as sd_early_alliance goes to
 0, neither where the score is weak nor where a strong effect lets the outcome fix A_i.
-early_alliance_per_sd is the effect per SD of true early alliance.
+early_alliance_per_sd is the effect per SD of true early alliance over the trial's
+patients (arm, therapists and sites included), not per residual SD given them.
 
 Priors: as in models/growth.py (intercept N(mean_y, 2 s_y); time, arm and covariate
 effects N(0, s_y); alliance effects N(0, s_y / s_A); SDs HalfNormal(s); LKJ(2)).
@@ -123,25 +124,34 @@ def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
     """Each patient's true early alliance, latent where missed or measured with error:
     the observed scores' likelihood (their marginal), and per patient the mean m0 and
     variance v0 of the true score given the score, with the standard normals z through
-    which build_model writes it. Returns (m0, v0, z, sd_early_alliance)."""
+    which build_model writes it. Returns (m0, v0, z, sd_true): sd_true is the SD of the
+    true early alliance over the trial's patients, sqrt(sd_early_alliance^2 +
+    sd_therapist_alliance^2 + sd_site_alliance^2 + alliance_arm^2 var(arm)), not
+    sd_early_alliance, which is residual given arm, therapist and site."""
     seen = ~np.isnan(data.early)
     sd = pm.HalfNormal("sd_early_alliance", s_a)
     e2 = spec.error_sd**2
     # what a patient's early score says about a shift of their group's level
     information = pt.as_tensor(np.where(seen, 1.0, 0.0)) / (sd**2 + e2)
     mean = pm.Normal("alliance_intercept", data.early_centre, 2 * s_a) * np.ones(data.n_patients)
+    variance = sd**2
     if x_arm is not None:
-        mean = mean + pm.Normal("alliance_arm", 0.0, s_a) * x_arm
+        arm = pm.Normal("alliance_arm", 0.0, s_a)
+        mean = mean + arm * x_arm
+        variance = variance + arm**2 * float(np.var(x_arm))
+    model = pm.modelcontext(None)
     if data.therapist is not None:
         mean = mean + group_intercepts("sd_therapist_alliance", data.therapist, s_a / 2,
                                        information)
+        variance = variance + model["sd_therapist_alliance"] ** 2
     if data.site is not None:
         mean = mean + group_intercepts("sd_site_alliance", data.site, s_a / 2, information)
+        variance = variance + model["sd_site_alliance"] ** 2
     early_seen = pm.Data("early_seen", data.early[seen])  # data: SBC swaps them
     # the observed scores' density with the true scores integrated out
     pm.Normal("early_obs", mean[seen], pt.sqrt(sd**2 + e2), observed=early_seen)
     # the scores' replicates (SBC simulates them from a prior draw)
-    pm.modelcontext(None).predictive_parts = {"early": {"mean": mean[seen],
+    model.predictive_parts = {"early": {"mean": mean[seen],
                                                        "sd": pt.sqrt(sd**2 + e2)}}
     # what the score says about the true score: Normal(m0, v0), with w = sd^2 / (sd^2 +
     # e^2) m0 = mean + w (obs - mean) and v0 = sd^2 e^2 / (sd^2 + e^2) for a patient with
@@ -160,7 +170,7 @@ def early_alliance_scores(data: EarlyData, spec: EarlySpec, x_arm, s_a: float):
         z = pt.zeros(data.n_patients)
         if missed.size:
             z = z[missed].set(pm.Normal("z_early", 0.0, 1.0, shape=missed.size))
-    return m0, v0, z, sd
+    return m0, v0, z, pt.sqrt(variance)
 
 
 def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.Model:
@@ -173,7 +183,7 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
     x_arm = x[:, names.index("arm")] if "arm" in names else None
     g = data.g - data.g_mid
     with pm.Model() as model:
-        m0, v0, z, sd_early = early_alliance_scores(data, spec, x_arm, s_a)
+        m0, v0, z, sd_true = early_alliance_scores(data, spec, x_arm, s_a)
         effect = pm.Normal("early_alliance@mid", 0.0, s_y / s_a)
         effect_t = pm.Normal("early_alliance:time", 0.0, s_y / s_a)
         beta = fixed_effects(names, s_y, suffix="@mid")
@@ -182,7 +192,7 @@ def build_model(data: EarlyData, spec: EarlySpec, weighted: bool = False) -> pm.
         time = pm.Normal("time", 0.0, s_y)
         # the same quantities at the end of treatment (g = 0)
         end_effect = pm.Deterministic("early_alliance", effect - data.g_mid * effect_t)
-        pm.Deterministic("early_alliance_per_sd", end_effect * sd_early)
+        pm.Deterministic("early_alliance_per_sd", end_effect * sd_true)
         pm.Deterministic("intercept", intercept - data.g_mid * time)
         for k, name in enumerate(names):
             pm.Deterministic(name, beta[k] - data.g_mid * beta_t[k])

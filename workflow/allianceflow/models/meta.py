@@ -322,9 +322,26 @@ def typical_sampling_variance(vi: np.ndarray) -> float:
     return float((k - 1) * w.sum() / (w.sum() ** 2 - (w**2).sum()))
 
 
+def i2_names(spec: ModelSpec) -> list[str]:
+    """I^2 of each level. In a meta-regression the SDs are residual, given the
+    moderators, so its I^2 is the residual heterogeneity's share (`i2_*_residual`), not
+    the heterogeneity of the effects."""
+    names = ["i2_study", "i2_es"] if spec.three_level else ["i2_study"]
+    return [f"{n}_residual" for n in names] if spec.moderators else names
+
+
+def prediction_names(spec: ModelSpec) -> tuple[str, str]:
+    """The 95% prediction interval's rows. In a meta-regression mu is the effect at the
+    moderators' reference levels (continuous ones at their mean), and so is the new
+    study whose interval it is (`pred_*_at_reference`)."""
+    suffix = "_at_reference" if spec.moderators else ""
+    return f"pred_low{suffix}", f"pred_high{suffix}"
+
+
 def derived_quantities(posterior: xr.Dataset, vi: np.ndarray, correlation: bool,
-                       seed: int) -> xr.Dataset:
-    """Derived draws: mu_r, multilevel I^2 and the true effect of a new study.
+                       seed: int, spec: ModelSpec) -> xr.Dataset:
+    """Derived draws: mu_r, multilevel I^2 (named by i2_names) and the true effect of a
+    new study.
 
     I^2 per level = tau_level^2 / (sum of tau^2 + s^2) (Cheung 2014; metafor's
     multilevel I^2). The new-study effect theta_new = mu + u + w excludes sampling
@@ -336,9 +353,7 @@ def derived_quantities(posterior: xr.Dataset, vi: np.ndarray, correlation: bool,
     tau_s = posterior["tau_study"]
     tau_e = posterior["tau_es"] if "tau_es" in posterior else xr.zeros_like(tau_s)
     total = tau_s**2 + tau_e**2 + s2
-    out = {"i2_study": tau_s**2 / total}
-    if "tau_es" in posterior:
-        out["i2_es"] = tau_e**2 / total
+    out = dict(zip(i2_names(spec), (tau_s**2 / total, tau_e**2 / total), strict=False))
     rng = np.random.default_rng(seed)
     e1 = rng.standard_normal(mu.shape)
     e2 = rng.standard_normal(mu.shape)
@@ -355,9 +370,8 @@ def reported_parameters(spec: ModelSpec, draws: xr.Dataset, correlation: bool) -
     names += sorted(n for n in draws.data_vars if n.startswith("beta["))
     names += [n for n in ("pet_slope", "peese_slope") if n in draws]
     names += [n for n in draws.data_vars if n.startswith("omega[") and "p<" not in n]
-    names += ["tau_study"]
-    names += ["tau_es", "i2_study", "i2_es"] if spec.three_level else ["i2_study"]
-    return names
+    names += ["tau_study", "tau_es"] if spec.three_level else ["tau_study"]
+    return names + i2_names(spec)
 
 
 # Fisher z of |r| = .99: a prior that simulates effects beyond it puts mass on

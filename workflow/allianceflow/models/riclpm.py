@@ -37,10 +37,11 @@ calibration those draws took 3-7 times as long to fit); with these priors 4% is.
 Within-person cross-lagged effects are small (Orth et al., 2022, Psychological Methods:
 .03, .07 and .12 for small, medium and large in RI-CLPMs), so N(0, 0.2) stays weak.
 
-Derived next to the model: the lag-2 indirect effect along the order of `variables`,
-e.g. indirect[alliance->emotion_regulation->depression] = cl[alliance->emotion_regulation]
-* cl[emotion_regulation->depression] (alliance at t on depression at t + 2 through
-emotion regulation at t + 1).
+Derived next to the model: the indirect effect along the order of `variables`, the
+product of the cross-lags of the chain, e.g. indirect[alliance->emotion_regulation->
+depression] = cl[alliance->emotion_regulation] * cl[emotion_regulation->depression]
+(alliance at t on depression at t + 2 through emotion regulation at t + 1). Its lag is
+the number of arrows: 2 for three variables, 3 for four.
 """
 
 from __future__ import annotations
@@ -285,7 +286,8 @@ def predictive(data: RiclpmData, spec: RiclpmSpec, model: pm.Model,
 
 
 def derived_quantities(post: xr.Dataset, data: RiclpmData, spec: RiclpmSpec) -> xr.Dataset:
-    """Raw-scale paths, SDs and correlations, and the lag-2 indirect effect."""
+    """Raw-scale paths, SDs and correlations, and the indirect effect along the chain of
+    variables (lag: one session per arrow)."""
     names = list(spec.variables)
     sd = dict(zip(names, data.sds, strict=True))
     phi = post["phi"]

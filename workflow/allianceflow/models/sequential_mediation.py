@@ -215,6 +215,10 @@ def path_names(spec: SequentialSpec) -> list[str]:
     return names + [f"b[{m}]" for m in spec.mediators] + ["c_prime"]
 
 
+# the proportion mediated and its denominator: near-zero totals make it unbounded
+RATIOS = {"pm": "total"}
+
+
 def derived_quantities(post: xr.Dataset, spec: SequentialSpec) -> xr.Dataset:
     """Specific indirect effects of every chain, their sum, total and proportion mediated."""
     out = {}

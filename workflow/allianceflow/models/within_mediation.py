@@ -66,6 +66,8 @@ PARAMETERS = ["a", "b", "c_prime", "c", "me", "pme", "cov_ab", "corr_ab", "sd_a"
               "sd_c_prime", "sd_dm", "sd_dy", "sigma_m", "sigma_y"]
 BETWEEN_PARAMETERS = ["a_between", "b_between", "c_prime_between", "me_between"]
 TIME_PARAMETERS = ["time_m", "time_y"]
+# the proportion mediated and its denominator: near-zero total effects make it unbounded
+RATIOS = {"pme": "c"}
 
 
 @dataclass(frozen=True)
