@@ -15,8 +15,8 @@ def test_defaults_fill_an_empty_config(schema):
     cfg = validate_config({}, schema)
     assert cfg["sampler"]["chains"] == 4 and cfg["sampler"]["backend"] == "nutpie"
     assert cfg["checks"]["policy"] == "fail" and cfg["checks"]["max_rhat"] == 1.01
-    assert cfg["meta"]["priors"] == {"mu_sd": 0.5, "tau_sd": 0.5, "beta_sd": 0.3,
-                                     "pet_sd": 2.0, "peese_sd": 10.0}
+    # the scales of mu, tau and beta follow each review's measure (models/meta_priors.py)
+    assert cfg["meta"]["priors"] == {"pet_sd": 2.0, "peese_sd": 10.0}
     assert cfg["meta"]["selection_cutpoints"] == [0.025, 0.05, 0.5]
 
 

@@ -55,7 +55,7 @@ def test_a_real_fit_stopped_too_early_fails_its_gate_with_a_clear_message(tmp_pa
     effects = pd.DataFrame({"study": [f"s{i}" for i in range(12)], "es_id": "1",
                             "yi": rng.normal(0.3, 0.2, 12), "vi": rng.uniform(0.01, 0.05, 12)})
     write_csv(effects, tmp_path / "effects.csv")
-    write_json({"name": "tiny", "effect_type": "yi_vi", "three_level": False,
+    write_json({"name": "tiny", "effect_type": "yi_vi", "measure": "SMD", "three_level": False,
                 "moderators": [], "direction": 1}, tmp_path / "review.json")
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["sampler"] = {"chains": 2, "draws": 15, "tune": 15, "seed": 3}

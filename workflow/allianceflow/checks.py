@@ -509,11 +509,19 @@ def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.Da
         tables.append(t)
     sens = sensitivity(idata, model, quantities, settings.sensitivity_threshold)
     flagged = sens.loc[sens["diagnosis"] != "✓", "parameter"].tolist()
+    # both the prior and the likelihood move the posterior (Kallioinen et al. 2023): the
+    # data sit in the prior's tail, so the estimate is a compromise between the two
+    conflict = sens.loc[sens["diagnosis"].astype(str).str.contains("conflict"),
+                        "parameter"].tolist()
     problems = [w for block in blocks.values() for w in block["warnings"]]
-    if flagged:
-        problems.append("prior sensitivity: " + ", ".join(flagged))
+    if conflict:
+        problems.append("prior-data conflict: " + ", ".join(conflict) + " (the data pull "
+                        "against the prior; give priors on this dataset's own scale)")
+    if others := [p for p in flagged if p not in conflict]:
+        problems.append("prior sensitivity: " + ", ".join(others))
     summary = {"model": model_name, "predictive_draws": int(len(pick)), "data": blocks,
-               "sensitivity_flagged": flagged, "warnings": problems, "passed": not problems}
+               "sensitivity_flagged": flagged, "prior_data_conflict": conflict,
+               "warnings": problems, "passed": not problems}
     out = {name: pd.concat([t[name] for t in tables], ignore_index=True)
            for name in ("ppc", "ppc_curves", "loo_pit")}
     out["sensitivity"] = sens

@@ -174,6 +174,7 @@ def load_review(folder: str | Path) -> Review:
         "n_effects": int(len(effects)),
         "three_level": bool((n_per_study > 1).any()),
         "moderators": meta["moderators"],
+        "priors": meta["priors"],
         "direction": -1 if meta["expected_direction"] == "negative" else 1,
         "source_file": table.name,
     }

@@ -31,7 +31,8 @@ from arviz_stats.base import array_stats
 from .checks import log_mean_exp
 from .fitting import Refitter, SamplerSettings, python_mode_beside_the_sampler, summarise
 from .io import write_csv
-from .models.meta import MetaPriors, build_weighted_model, primary_spec, study_loglik_function
+from .models.meta import build_weighted_model, primary_spec, study_loglik_function
+from .models.meta_priors import priors_of_review
 
 SUBSET_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5", "r_hat",
                   "ess_bulk", "ess_tail", "divergences", "n_studies", "n_effects", "method",
@@ -124,7 +125,7 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
     effects = pd.read_csv(effects_csv, dtype={"study": str, "es_id": str})
     info = json.loads(Path(info_json).read_text())
     settings = SamplerSettings.from_config(config["sampler"])
-    priors = MetaPriors(**config["meta"]["priors"])
+    priors, _ = priors_of_review(info, config["meta"]["priors"])
     exact_max = int(config["meta"]["influence_exact_max_studies"])
     correlation = info["effect_type"] == "r"
     spec = primary_spec(info["three_level"])

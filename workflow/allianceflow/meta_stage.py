@@ -38,7 +38,6 @@ from .models.bias import (
     p_interval,
 )
 from .models.meta import (
-    MetaPriors,
     build_model,
     complete_rows,
     derived_quantities,
@@ -50,6 +49,7 @@ from .models.meta import (
     reported_parameters,
     scalar_draws,
 )
+from .models.meta_priors import priors_of_review
 from .provenance import provenance
 
 
@@ -86,7 +86,7 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     info = json.loads(Path(info_json).read_text())
     settings = SamplerSettings.from_config(config["sampler"])
     thresholds = GateThresholds.from_config(config["checks"])
-    priors = MetaPriors(**config["meta"]["priors"])
+    priors, priors_from = priors_of_review(info, config["meta"]["priors"])
     cutpoints = check_cutpoints(config["meta"]["selection_cutpoints"])
     correlation = info["effect_type"] == "r"
     direction = int(info.get("direction", 1))
@@ -126,7 +126,7 @@ def fit_review(effects_csv: str | Path, info_json: str | Path, out_dir: str | Pa
     table = pd.concat(summaries, ignore_index=True)
     passed = all(d["passed"] for d in diags.values())
     diag_doc = {"review": info["name"], "policy": thresholds.policy, "passed": passed,
-                "models": diags}
+                "priors": {**priors.__dict__, **priors_from}, "models": diags}
     write_csv(table, out_dir / "summary.csv")
     write_csv(funnel_table(effects, cutpoints, direction), out_dir / "funnel.csv")
     write_json(diag_doc, out_dir / "diagnostics.json")

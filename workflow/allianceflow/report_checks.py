@@ -28,9 +28,28 @@ def read_checks(fit_dir: str | Path) -> dict[str, Any]:
     return out
 
 
+def conflict_banner(summary: dict[str, Any]) -> str:
+    """Red banner naming each model and quantity with a prior-data conflict, or ''."""
+    found = {m: s["prior_data_conflict"] for m, s in summary["models"].items()
+             if s.get("prior_data_conflict")}
+    if not found:
+        return ""
+    items = "".join(f"<li>{m}: {', '.join(q)}</li>" for m, q in found.items())
+    return banner_html(
+        "Prior-data conflict: for these quantities the data pull against the prior, so "
+        "the estimates are a compromise between the two and not what the data say. "
+        "Give this dataset priors on its own scale (for a review: <code>priors:</code> in "
+        f"review.yaml) and rebuild.<ul>{items}</ul>", "red")
+
+
 def checks_banner(summary: dict[str, Any]) -> str:
-    """Amber banner listing every check warning, or a one-line all-clear."""
+    """The prior-data conflict banner (conflict_banner), then an amber banner listing
+    every check warning, or a one-line all-clear."""
     lines = [f"{m}: {w}" for m, s in summary["models"].items() for w in s["warnings"]]
+    return conflict_banner(summary) + warnings_banner(lines)
+
+
+def warnings_banner(lines: list[str]) -> str:
     if not lines:
         return banner_html("Every model check passed: prior and posterior predictive "
                            "checks, LOO-PIT and prior sensitivity.", "green")

@@ -109,8 +109,15 @@ def checks_status(check_files: list[Path]) -> str:
     found = [json.loads(f.read_text()) for f in check_files if f.exists()]
     if not found:
         return "not run"
-    n = sum(len(m["warnings"]) for doc in found for m in doc["models"].values())
-    return "all passed" if n == 0 else f"{n} warning{'s' if n > 1 else ''} (see report)"
+    models = [m for doc in found for m in doc["models"].values()]
+    n = sum(len(m["warnings"]) for m in models)
+    conflicts = sum(bool(m.get("prior_data_conflict")) for m in models)
+    if n == 0:
+        return "all passed"
+    text = f"{n} warning{'s' if n > 1 else ''}"
+    if conflicts:
+        text += f", prior-data conflict in {conflicts} model{'s' if conflicts > 1 else ''}"
+    return text + " (see report)"
 
 
 def _mtime(path: Path) -> str:

@@ -42,6 +42,7 @@ from .models import within_mediation as within
 from .models.gaussian import simulate_compound_symmetric
 from .models.meta import MetaPriors, build_model
 from .models.meta import predictive as meta_predictive
+from .models.meta_priors import priors_of_review
 from .models.structure import population_variables
 
 
@@ -348,7 +349,7 @@ def build_case(family: str, template: dict[str, str], clean_dir: str | Path,
         effects = pd.read_csv(folder / "effects.csv", dtype={"study": str, "es_id": str})
         info = json.loads((folder / "review.json").read_text())
         return meta_case(family.removeprefix("meta_"), effects, info,
-                         MetaPriors(**config["meta"]["priors"]),
+                         priors_of_review(info, config["meta"]["priors"])[0],
                          tuple(config["meta"]["selection_cutpoints"]))
     folder = clean_dir / "trials" / template["trial"]
     info = json.loads((folder / "trial.json").read_text())

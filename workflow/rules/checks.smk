@@ -9,6 +9,7 @@ rule sbc_batch:
         unpack(sbc_template_inputs),
         code=package_code(
             "sbc.py", "checks.py", "fitting.py", "compiled.py", "models/meta.py",
+            "models/meta_priors.py",
             "models/bias.py", "models/predictive.py", "models/structure.py",
             "models/growth.py", "models/early_alliance.py", "models/riclpm.py",
             "models/sequential_mediation.py", "models/within_mediation.py",

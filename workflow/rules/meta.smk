@@ -10,6 +10,7 @@ rule fit_review:
         info="data/clean/meta/{review}/review.json",
         code=package_code(
             "meta_stage.py", "fitting.py", "compiled.py", "checks.py", "models/meta.py",
+            "models/meta_priors.py",
             "models/bias.py", "models/predictive.py", "models/structure.py", "provenance.py",
             "history.py",
         ),
@@ -83,6 +84,7 @@ rule influence_review:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
         code=package_code("meta_influence.py", "fitting.py", "compiled.py", "models/meta.py",
+                          "models/meta_priors.py",
                           "models/predictive.py", "models/structure.py"),
     output:
         loso=report(
