@@ -25,7 +25,7 @@ def visible_text(page: str) -> str:
 
 pytestmark = pytest.mark.slow
 SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5", "r_hat", "ess_bulk",
-                   "ess_tail"]
+                   "ess_tail", "mcse_mean", "mcse_sd"]
 
 
 def test_outputs_follow_the_contract(project):

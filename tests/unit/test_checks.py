@@ -327,3 +327,14 @@ def test_a_jobs_other_functions_run_in_python_mode_and_the_mode_is_restored():
     seen = python_mode_beside_the_sampler(lambda: pytensor.config.mode)()
     assert seen == "FAST_COMPILE"
     assert pytensor.config.mode == before
+
+
+def test_log_mean_exp_is_the_stable_log_of_the_weighted_mean():
+    from allianceflow.checks import log_mean_exp
+
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(-800, 3, 500), rng.uniform(size=500)  # exp(x) underflows to 0
+    shifted = x + 800
+    assert log_mean_exp(x) == pytest.approx(np.log(np.mean(np.exp(shifted))) - 800, abs=1e-9)
+    assert log_mean_exp(x, w) == pytest.approx(
+        np.log(np.sum(w * np.exp(shifted)) / w.sum()) - 800, abs=1e-9)

@@ -127,3 +127,26 @@ def test_the_selection_models_top_weight_is_its_one_constant_quantity():
                       coords={"p_interval": ["p < .025", ".025 < p < .05", "p > .05"]})
     assert constant_quantities(post) == ["omega[p < .025]"]
     assert constant_quantities(post.drop_vars("omega")) == []
+
+
+def test_summary_rows_are_arviz_summary_with_the_monte_carlo_errors():
+    """summarise is ArviZ's summary: the numbers of the hand-written version it replaced
+    (NumPy mean, SD and quantiles, ArviZ's R-hat and ESS), plus MCSE of mean and SD."""
+    import arviz as az
+    import xarray as xr
+    from allianceflow.fitting import summarise
+
+    rng = np.random.default_rng(2)
+    ds = xr.Dataset({"mu": (("chain", "draw"), rng.normal(size=(4, 400))),
+                     "tau": (("chain", "draw"), rng.gamma(1.5, size=(4, 400)))})
+    rows = summarise(ds, ["mu", "tau"], "m").set_index("parameter")
+    for name in ("mu", "tau"):
+        v = ds[name].to_numpy().ravel()
+        expected = [v.mean(), v.std(ddof=1), np.quantile(v, 0.025), np.quantile(v, 0.975),
+                    float(az.rhat(ds[name])), float(az.ess(ds[name], method="bulk")),
+                    float(az.ess(ds[name], method="tail")),
+                    float(az.mcse(ds[name], method="mean")), float(az.mcse(ds[name], method="sd"))]
+        got = rows.loc[name, ["mean", "sd", "q2.5", "q97.5", "r_hat", "ess_bulk", "ess_tail",
+                              "mcse_mean", "mcse_sd"]].to_numpy(float)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    assert (rows["model"] == "m").all()

@@ -9,7 +9,7 @@ from allianceflow.fitting import Refitter, SamplerSettings
 from allianceflow.meta_influence import (
     cumulative_weights,
     leave_one_out_weights,
-    psis_rows,
+    psis_tables,
     refit_rows,
     reported_draws,
     study_order,
@@ -65,10 +65,10 @@ def test_importance_sampling_agrees_with_exact_refits():
                         SamplerSettings(chains=4, draws=1000, tune=1000, seed=3))
     _, posterior = refit_rows(refitter, np.ones(len(studies)), studies, spec.name, False)
     log_lik = study_loglik(spec, effects, posterior)
-    draws = reported_draws(posterior, False)
+    psis = psis_tables(reported_draws(posterior, False), log_lik, spec.name)
     compared = 0
     for i, (study, w) in enumerate(leave_one_out_weights(studies)):
-        approx, khat = psis_rows(draws, log_lik[:, i], spec.name)
+        approx, khat = psis[i]
         if khat > 0.7:
             continue
         exact, _ = refit_rows(refitter, w, studies, spec.name, False)
@@ -78,3 +78,38 @@ def test_importance_sampling_agrees_with_exact_refits():
         assert a["sd"] == pytest.approx(e["sd"], rel=0.15), study
         compared += 1
     assert compared >= 8
+
+
+def test_psis_summaries_are_arvizs_weighted_expectations():
+    """psis_tables takes ArviZ's loo_expectations over the PSIS weights (smoothed with
+    the draws' relative efficiency): the weighted mean is the hand-written sum it
+    replaced, the SD that sum's with ArviZ's effective-sample-size correction, and the
+    quantiles within 0.02 posterior SD of the interpolated weighted quantiles used before."""
+    from allianceflow.checks import relative_efficiency
+
+    rng = np.random.default_rng(5)
+    draws = xr.Dataset({"mu": (("chain", "draw"), rng.normal(0.2, 0.1, (4, 1000))),
+                        "tau_study": (("chain", "draw"), rng.gamma(4, 0.03, (4, 1000)))})
+    x = draws["mu"].to_numpy().ravel()
+    log_lik = np.column_stack([stats.norm(x, 0.3).logpdf(y) for y in (0.1, 0.5, -0.2)])
+    tables = psis_tables(draws, log_lik, "three_level")
+    assert len(tables) == 3
+    da = xr.DataArray(log_lik.reshape(4, 1000, 3), dims=("chain", "draw", "study"))
+    log_w, khat = da.azstats.psislw(dim=["chain", "draw"], r_eff=relative_efficiency(draws))
+    for i, (rows, k) in enumerate(tables):
+        assert k == pytest.approx(float(khat[i]))
+        w = np.exp(log_w.isel(study=i).to_numpy().ravel())
+        w /= w.sum()
+        mu = rows.set_index("parameter").loc["mu"]
+        mean = np.sum(w * x)
+        ess = 1 / np.sum(w**2)
+        assert mu["mean"] == pytest.approx(mean, rel=1e-10)
+        assert mu["sd"] == pytest.approx(np.sqrt(np.sum(w * (x - mean) ** 2) * ess / (ess - 1)),
+                                         rel=1e-8)
+        order = np.argsort(x)
+        cdf = np.cumsum(w[order])
+        for q, column in ((0.025, "q2.5"), (0.975, "q97.5")):
+            before = np.interp(q, (cdf - 0.5 * w[order]) / cdf[-1], x[order])
+            assert abs(mu[column] - before) < 0.02 * mu["sd"]
+        assert rows.set_index("parameter").loc["elpd_left_out", "mean"] == pytest.approx(
+            np.log(np.sum(w * np.exp(log_lik[:, i]))), rel=1e-10)

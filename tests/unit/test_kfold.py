@@ -224,3 +224,30 @@ def test_analyses_are_compared_only_with_analyses_of_the_same_data():
     assert other["dse"] == pytest.approx(np.sqrt(50) * np.sqrt(2) * 0.1, rel=0.3)
     assert best["weight"] + other["weight"] == pytest.approx(1.0)
     assert best["weight"] > 0.9
+
+
+def test_psis_uses_the_chains_relative_efficiency_as_arviz_does():
+    """Autocorrelated chains: psis_pointwise with checks.relative_efficiency gives ArviZ's
+    loo on the full tree (which takes r_eff from the posterior) to the last digit, and
+    the relative efficiency is below 1."""
+    import arviz as az
+    import xarray as xr
+    from allianceflow.checks import psis_weights, relative_efficiency
+
+    rng = np.random.default_rng(7)
+    mu = np.zeros((2, 800))
+    for t in range(1, 800):  # AR(1) chains, rho 0.8
+        mu[:, t] = 0.8 * mu[:, t - 1] + rng.normal(0, 0.6, 2)
+    y = rng.normal(0, 1, 30)
+    ll = stats.norm(mu[..., None], 1).logpdf(y)  # (chain, draw, unit)
+    post = xr.Dataset({"mu": (("chain", "draw"), mu)})
+    tree = xr.DataTree.from_dict({"posterior": post, "log_likelihood": xr.Dataset(
+        {"y": (("chain", "draw", "unit"), ll)})})
+    r_eff = relative_efficiency(post)
+    assert r_eff < 0.5
+    reference = az.loo(tree, pointwise=True)
+    elpd, k = psis_pointwise(ll.reshape(-1, len(y)), r_eff)
+    np.testing.assert_allclose(elpd, np.asarray(reference.elpd_i), rtol=1e-10)
+    np.testing.assert_allclose(k, np.asarray(reference.pareto_k), rtol=1e-10)
+    _, k_weights = psis_weights(ll.reshape(-1, len(y)), r_eff)
+    np.testing.assert_allclose(k_weights, k, rtol=1e-10)

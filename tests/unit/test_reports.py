@@ -69,3 +69,20 @@ def test_a_finished_job_is_not_failed_by_tracebacks_a_library_logged(tmp_path):
     assert dataset_failure(tmp_path, "trials", "t") is None
     (folder / "riclpm.log").write_text(recovered)  # the same, but the job died there
     assert "NotImplementedError" in dataset_failure(tmp_path, "trials", "t")
+
+
+def test_rank_plots_are_arviz_rank_plots_with_one_panel_per_parameter():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import xarray as xr
+    from allianceflow.report_parts import rank_plots
+
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({n: (("chain", "draw"), rng.normal(size=(4, 300)))
+                       for n in ("mu", "tau_study", "unused")})
+    fig = rank_plots(post, ["mu", "tau_study"], "Rank plots — test")
+    titles = {ax.get_title() for ax in fig.axes}
+    assert {"mu", "tau_study"} <= titles and "unused" not in titles
+    assert fig._suptitle.get_text() == "Rank plots — test"

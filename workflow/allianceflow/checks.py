@@ -178,18 +178,32 @@ def outside_share(replicated: np.ndarray, bounds: tuple[float, float]) -> float:
 
 
 def log_mean_exp(x: np.ndarray, w: np.ndarray | None = None) -> float:
-    """log of the (weighted) mean of exp(x), computed stably."""
-    w = np.full(x.shape, 1.0 / x.size) if w is None else w / w.sum()
-    top = float(np.max(x))
-    return top + float(np.log(np.sum(w * np.exp(x - top))))
+    """log of the (weighted) mean of exp(x), computed stably (SciPy's logsumexp)."""
+    from scipy.special import logsumexp
+
+    b = np.full(x.shape, 1.0 / x.size) if w is None else w / w.sum()
+    return float(logsumexp(x, b=b))
 
 
-def psis_weights(loglik: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised PSIS weights (draws, units) of leaving each unit out, and Pareto k."""
+def relative_efficiency(posterior: xr.Dataset) -> float:
+    """The draws' relative efficiency for PSIS, as ArviZ's loo takes it: the mean over
+    every posterior value of its ESS for the mean, divided by the number of draws (1
+    for a single chain). Autocorrelated draws carry less information than as many
+    independent ones, which the Pareto fit of the weights' tail allows for."""
+    n = posterior.sizes["chain"] * posterior.sizes["draw"]
+    if posterior.sizes["chain"] == 1:
+        return 1.0
+    ess = posterior.azstats.ess(method="mean")
+    return float(np.hstack([ess[v].to_numpy().ravel() for v in ess.data_vars]).mean() / n)
+
+
+def psis_weights(loglik: np.ndarray, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised PSIS weights (draws, units) of leaving each unit out, and Pareto k;
+    `r_eff` the draws' relative efficiency (relative_efficiency)."""
     da = xr.DataArray(loglik.T[:, None, :], dims=("unit", "chain", "draw"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        log_w, k = da.azstats.psislw(dim=["chain", "draw"])
+        log_w, k = da.azstats.psislw(dim=["chain", "draw"], r_eff=r_eff)
     lw = log_w.transpose("unit", ...).to_numpy().reshape(loglik.shape[1], -1).T
     w = np.exp(lw - lw.max(axis=0))
     return w / w.sum(axis=0), np.asarray(k)
@@ -416,8 +430,8 @@ def prior_table(model: pm.Model) -> pd.DataFrame:
 
 def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[str, np.ndarray],
                 post_parts: dict[str, np.ndarray], loglik: np.ndarray, pick: np.ndarray,
-                settings: CheckSettings, rng: np.random.Generator, seed: int
-                ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+                settings: CheckSettings, rng: np.random.Generator, seed: int,
+                r_eff: float = 1.0) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """Prior and posterior predictive checks and LOO-PIT of one block of data.
 
     `loglik` (all draws x units) gives the PSIS weights; `pick` the draws replicated.
@@ -435,7 +449,7 @@ def check_block(observed_name: str, predictive: Predictive, prior_parts: dict[st
                      ppc_table(y, post_rep, c, stats_, "posterior")], ignore_index=True)
     curves = pd.concat([quantile_curves(y, prior_rep, "prior").query("kind == 'prior'"),
                         quantile_curves(y, post_rep, "posterior")], ignore_index=True)
-    weights, k = psis_weights(loglik)
+    weights, k = psis_weights(loglik, r_eff)
     weights = weights[pick]
     weights /= weights.sum(axis=0)
     share_high_k = float((k > PARETO_K_RELIABLE).mean())
@@ -499,13 +513,15 @@ def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.Da
     prior_values = prior_part_values(model, parts, n, seed)
     post_values = part_values(model, parts, thin(post, pick))
     blocks, tables = {}, []
+    r_eff = relative_efficiency(post)
     for b, p in predictives.items():
         mine = {k: f"{b}:{k}" for k in p.parts}
         own = loglik if p.loglik is None else post[p.loglik].to_numpy().reshape(
             post.sizes["chain"] * post.sizes["draw"], -1)
         blocks[b], t = check_block(
             b, p, {k: prior_values[v] for k, v in mine.items()},
-            {k: post_values[v] for k, v in mine.items()}, own, pick, settings, rng, seed)
+            {k: post_values[v] for k, v in mine.items()}, own, pick, settings, rng, seed,
+            r_eff)
         tables.append(t)
     sens = sensitivity(idata, model, quantities, settings.sensitivity_threshold)
     flagged = sens.loc[sens["diagnosis"] != "✓", "parameter"].tolist()

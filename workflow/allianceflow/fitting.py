@@ -36,7 +36,7 @@ pytensor.config.numba__fastmath = False
 BLAS_THREADS_WHILE_SAMPLING = 1
 
 SUMMARY_COLUMNS = ["model", "parameter", "mean", "sd", "q2.5", "q97.5",
-                   "r_hat", "ess_bulk", "ess_tail"]
+                   "r_hat", "ess_bulk", "ess_tail", "mcse_mean", "mcse_sd"]
 
 
 @dataclass
@@ -216,29 +216,21 @@ def with_patient_loglik(idata: xr.DataTree, ll: xr.DataArray) -> None:
 
 
 def summarise(draws: xr.Dataset, names: list[str], model: str) -> pd.DataFrame:
-    """Tidy rows (model, parameter, mean, sd, q2.5, q97.5, r_hat, ess_bulk, ess_tail).
+    """Tidy rows (model, parameter, mean, sd, q2.5, q97.5, r_hat, ess_bulk, ess_tail,
+    mcse_mean, mcse_sd), from ArviZ's summary with the central 95% interval.
 
     Works on any Dataset with (chain, draw) dims, so derived quantities get
     their own R-hat and ESS like sampled ones.
     """
     ds = draws[names]
-    rhat = az.rhat(ds, sample_dims=["chain", "draw"])
-    ess_b = az.ess(ds, sample_dims=["chain", "draw"], method="bulk")
-    ess_t = az.ess(ds, sample_dims=["chain", "draw"], method="tail")
-    rows = []
     for name in names:
-        x = ds[name]
-        extra = [d for d in x.dims if d not in ("chain", "draw")]
+        extra = [d for d in ds[name].dims if d not in ("chain", "draw")]
         if extra:
             raise ValueError(f"summarise expects scalar parameters; {name} has dims {extra}")
-        v = x.to_numpy().ravel()
-        rows.append({
-            "model": model, "parameter": name, "mean": v.mean(), "sd": v.std(ddof=1),
-            "q2.5": np.quantile(v, 0.025), "q97.5": np.quantile(v, 0.975),
-            "r_hat": float(rhat[name]), "ess_bulk": float(ess_b[name]),
-            "ess_tail": float(ess_t[name]),
-        })
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    table = az.summary(ds, kind="all", ci_prob=0.95, ci_kind="eti", round_to="none")
+    table = table.rename(columns={"eti95_lb": "q2.5", "eti95_ub": "q97.5"})
+    table = table.rename_axis("parameter").reset_index().assign(model=model)
+    return table[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
 def point_rows(model: str, values: dict[str, float]) -> pd.DataFrame:

@@ -19,6 +19,7 @@ random_effects. It is compiled once with a weight per study on its log-likelihoo
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from arviz_stats.base import array_stats
 
-from .checks import log_mean_exp
+from .checks import log_mean_exp, relative_efficiency
 from .fitting import Refitter, SamplerSettings, python_mode_beside_the_sampler, summarise
 from .io import write_csv
 from .models.meta import build_weighted_model, primary_spec, study_loglik_function
@@ -82,38 +82,51 @@ def refit_rows(refitter: Refitter, weights: np.ndarray, studies: pd.DataFrame,
     return rows.assign(**subset_counts(weights, studies), method="exact"), posterior
 
 
-def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
-    order = np.argsort(x)
-    cdf = np.cumsum(w[order])
-    return float(np.interp(q, (cdf - 0.5 * w[order]) / cdf[-1], x[order]))
-
-
 def elpd_row(model: str, value: float) -> pd.DataFrame:
     return pd.DataFrame([{"model": model, "parameter": "elpd_left_out", "mean": value}])
 
 
-def psis_rows(draws: xr.Dataset, log_lik: np.ndarray, model: str) -> tuple[pd.DataFrame, float]:
-    """Leave-one-out posterior summaries by PSIS from the full-data draws.
+def psis_tables(draws: xr.Dataset, log_lik: np.ndarray, model: str
+                ) -> list[tuple[pd.DataFrame, float]]:
+    """Leave-one-out posterior summaries of every study by PSIS from the full-data
+    draws: per study, its rows (mean, sd, q2.5, q97.5 of each reported quantity, and
+    elpd_left_out) and the Pareto k of its weights.
 
-    `log_lik` is the left-out study's log-likelihood per draw; the importance ratio of
-    draw s is 1 / p(study | theta_s). R-hat and ESS do not apply (weighted draws).
+    `log_lik` is each study's log-likelihood per draw (draws, studies); the importance
+    ratio of draw s is 1 / p(study | theta_s), smoothed with the draws' relative
+    efficiency. The weighted summaries are ArviZ's loo_expectations. R-hat and ESS do
+    not apply (weighted draws).
     """
-    # arviz-stats' psislw takes the log-likelihood and negates it itself (unlike
-    # ArviZ 0.x, which took the log ratios -log_lik)
-    log_w, khat = array_stats.psislw(log_lik, axis=-1)
-    w = np.exp(log_w - log_w.max())
-    w /= w.sum()
-    rows = []
-    for name in draws.data_vars:
-        x = draws[name].to_numpy().ravel()
-        mean = float(np.sum(w * x))
-        rows.append({"model": model, "parameter": name, "mean": mean,
-                     "sd": float(np.sqrt(np.sum(w * (x - mean) ** 2))),
-                     "q2.5": weighted_quantile(x, w, 0.025),
-                     "q97.5": weighted_quantile(x, w, 0.975)})
-    rows = pd.concat([pd.DataFrame(rows), elpd_row(model, log_mean_exp(log_lik, w))],
-                     ignore_index=True)
-    return rows, float(khat)
+    from arviz_stats import loo_expectations
+
+    chains, n = draws.sizes["chain"], draws.sizes["draw"]
+    ll = xr.DataArray(log_lik.reshape(chains, n, -1), dims=("chain", "draw", "study"))
+    tree = xr.DataTree.from_dict({"posterior": draws,
+                                  "log_likelihood": xr.Dataset({"loglik": ll})})
+    log_w, khat = ll.azstats.psislw(dim=["chain", "draw"], r_eff=relative_efficiency(draws))
+    given = {"group": "posterior", "log_weights": log_w, "pareto_k": khat}
+    values = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # high k: the caller refits those studies
+        for name in draws.data_vars:
+            values[name] = {
+                "mean": loo_expectations(tree, var_name=name, kind="mean", **given)[0],
+                "sd": loo_expectations(tree, var_name=name, kind="sd", **given)[0],
+                "q": loo_expectations(tree, var_name=name, kind="quantile",
+                                      probs=[0.025, 0.975], **given)[0]}
+    weights = np.exp(log_w - log_w.max(["chain", "draw"]))
+    weights = (weights / weights.sum(["chain", "draw"])).transpose("chain", "draw", "study")
+    weights = weights.to_numpy().reshape(chains * n, -1)
+    out = []
+    for i in range(ll.sizes["study"]):
+        rows = [{"model": model, "parameter": name, "mean": float(v["mean"][i]),
+                 "sd": float(v["sd"][i]), "q2.5": float(v["q"].isel(study=i)[0]),
+                 "q97.5": float(v["q"].isel(study=i)[1])} for name, v in values.items()]
+        rows = pd.concat([pd.DataFrame(rows),
+                          elpd_row(model, log_mean_exp(log_lik[:, i], weights[:, i]))],
+                         ignore_index=True)
+        out.append((rows, float(khat[i])))
+    return out
 
 
 @python_mode_beside_the_sampler
@@ -136,13 +149,13 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
     full, posterior = refit_rows(refitter, np.ones(len(studies)), studies, spec.name,
                                  correlation)
     loso = [full.assign(left_out="(none)")]
-    log_lik = None
+    psis = None
     if len(studies) > exact_max:
-        log_lik = study_loglik(posterior)
-        draws = reported_draws(posterior, correlation)
+        psis = psis_tables(reported_draws(posterior, correlation), study_loglik(posterior),
+                           spec.name)
     for i, (study, w) in enumerate(leave_one_out_weights(studies)):
-        if log_lik is not None:
-            rows, khat = psis_rows(draws, log_lik[:, i], spec.name)
+        if psis is not None:
+            rows, khat = psis[i]
             if khat <= PSIS_K_MAX:
                 loso.append(rows.assign(**subset_counts(w, studies), method="psis",
                                         pareto_k=khat, left_out=study))
@@ -153,7 +166,7 @@ def influence_review(effects_csv: str | Path, info_json: str | Path, out_dir: st
                           .assign(**subset_counts(w, studies), method="exact")],
                          ignore_index=True)
         loso.append(rows.assign(left_out=study,
-                                pareto_k=khat if log_lik is not None else np.nan))
+                                pareto_k=khat if psis is not None else np.nan))
     loso_table = pd.concat(loso, ignore_index=True).reindex(columns=["left_out",
                                                                      *SUBSET_COLUMNS])
 

@@ -15,7 +15,7 @@ import xarray as xr
 from scipy import stats
 
 from .models.bias import AVERAGED_MODELS
-from .report_parts import rank_histograms
+from .report_parts import rank_plots
 
 ADJUSTED_COLOURS = {"random_effects": "#0d6efd", "pet": "#d63384", "peese": "#fd7e14",
                     "selection": "#198754", "bias_averaged": "#212529"}
@@ -265,5 +265,5 @@ def rank_plot(posterior_nc: str, model: str, names: tuple[str, ...] = ("mu", "ta
     tree = xr.open_datatree(posterior_nc, engine="h5netcdf")
     post = tree[f"{model}/posterior"].to_dataset().load()
     tree.close()
-    return rank_histograms(post, [n for n in names if n in post],
+    return rank_plots(post, [n for n in names if n in post],
                            f"Rank plots — {model.replace('_', '-')} model")

@@ -25,6 +25,7 @@ changes, paths or missing cells integrated out, for the mediation models and RI-
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +38,7 @@ import xarray as xr
 
 from .analyses import find_analysis
 from .analysis_stage import LEAVE_OUTS
-from .checks import log_mean_exp, psis_weights, stacking_weights
+from .checks import log_mean_exp, relative_efficiency, stacking_weights
 from .fitting import LeaveOut, Refitter, SamplerSettings, python_mode_beside_the_sampler
 from .io import write_csv
 
@@ -59,11 +60,17 @@ class KfoldSettings:
         return cls(**{field: cfg[key] for key, field in keys.items() if key in cfg})
 
 
-def psis_pointwise(loglik: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each unit's PSIS-LOO elpd and Pareto k from the log-likelihood (draws, units)."""
-    weights, k = psis_weights(loglik)
-    top = loglik.max(axis=0)
-    return np.log(np.sum(weights * np.exp(loglik - top), axis=0)) + top, k
+def psis_pointwise(loglik: np.ndarray, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's PSIS-LOO elpd and Pareto k from the log-likelihood (draws, units):
+    ArviZ's loo, pointwise, with the draws' relative efficiency `r_eff`
+    (checks.relative_efficiency)."""
+    tree = xr.DataTree.from_dict({
+        "posterior": xr.Dataset({"draw_index": (("chain", "draw"), np.zeros((1, len(loglik))))}),
+        "log_likelihood": xr.Dataset({"loglik": (("chain", "draw", "unit"), loglik[None])})})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # high Pareto k is what the caller refits for
+        loo = az.loo(tree, pointwise=True, reff=r_eff)
+    return np.asarray(loo.elpd_i, dtype=float), np.asarray(loo.pareto_k, dtype=float)
 
 
 def assign_folds(refit: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -90,11 +97,12 @@ def max_rhat(post: xr.Dataset) -> float:
 
 
 def kfold_table(loglik: np.ndarray, settings: KfoldSettings, seed: int,
-                leave_out: Callable[[], LeaveOut], sampler: SamplerSettings) -> pd.DataFrame:
+                leave_out: Callable[[], LeaveOut], sampler: SamplerSettings,
+                r_eff: float = 1.0) -> pd.DataFrame:
     """One row per unit: PSIS elpd and k, the fold it was left out in, its exact elpd
     from that fold's refit, the elpd used (exact where refitted) and the refit's
     divergences and max R-hat. `leave_out` builds the model only if a refit is needed."""
-    elpd_psis, k = psis_pointwise(loglik)
+    elpd_psis, k = psis_pointwise(loglik, r_eff)
     folds = assign_folds(units_to_refit(k, settings), settings.folds, seed)
     table = pd.DataFrame({"unit": np.arange(len(k)), "fold": folds, "pareto_k": k,
                           "elpd_psis": elpd_psis, "elpd_exact": np.nan,
@@ -127,6 +135,7 @@ def kfold_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     analysis = find_analysis(info, analysis_name)
     with xr.open_datatree(posterior_nc, engine="h5netcdf") as tree:
         ll = tree["log_likelihood"].to_dataset()["patient"].load()
+        r_eff = relative_efficiency(tree["posterior"].to_dataset().load())
     loglik = ll.to_numpy().reshape(ll.sizes["chain"] * ll.sizes["draw"], -1)
     sampler = SamplerSettings.from_config(config["sampler"])
 
@@ -134,7 +143,7 @@ def kfold_trial_analysis(sessions_csv: str | Path, patients_csv: str | Path,
     patients = pd.read_csv(patients_csv, dtype={"patient": str})
     lo = LEAVE_OUTS[analysis["type"]](analysis, info, sessions, patients)
     table = kfold_table(loglik, KfoldSettings.from_config(config["checks"]), sampler.seed,
-                        lambda: lo, sampler)
+                        lambda: lo, sampler, r_eff)
     table = table.assign(trial=info["name"], analysis=analysis_name,
                          data_signature=lo.signature())
     write_csv(table, out_csv)

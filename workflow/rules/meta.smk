@@ -83,9 +83,9 @@ rule influence_review:
     input:
         effects="data/clean/meta/{review}/effects.csv",
         info="data/clean/meta/{review}/review.json",
-        code=package_code("meta_influence.py", "fitting.py", "compiled.py", "models/meta.py",
-                          "models/meta_priors.py",
-                          "models/predictive.py", "models/structure.py"),
+        code=package_code("meta_influence.py", "checks.py", "fitting.py", "compiled.py",
+                          "models/meta.py", "models/meta_priors.py", "models/predictive.py",
+                          "models/structure.py"),
     output:
         loso=report(
             "data/fits/meta/{review}/loso.csv",
