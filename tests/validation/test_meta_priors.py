@@ -65,8 +65,9 @@ def test_a_review_far_from_fisher_z_gets_its_measures_priors_or_a_conflict_flag(
     z, summary = results["fisher_z"]
     assert abs(z) > 0.5  # shrunk toward zero by N(0, 0.5): the test has something to find
     assert "mu" in summary["prior_data_conflict"]
-    assert any(w.startswith("prior-data conflict: ") for w in summary["warnings"])
+    assert any(w.startswith("potential prior-data conflict: ") for w in summary["warnings"])
     banner = checks_banner({"models": {"random_effects": summary}})
-    assert "Prior-data conflict" in banner and "#f8d7da" in banner  # the red banner
+    assert "Potential prior-data conflict" in banner and "#f8d7da" in banner  # red
     (tmp_path / "checks.json").write_text(json.dumps({"models": {"random_effects": summary}}))
-    assert "prior-data conflict in 1 model" in checks_status([tmp_path / "checks.json"])
+    assert "potential prior-data conflict in 1 model" in checks_status(
+        [tmp_path / "checks.json"])

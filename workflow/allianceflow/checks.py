@@ -531,8 +531,9 @@ def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.Da
                         "parameter"].tolist()
     problems = [w for block in blocks.values() for w in block["warnings"]]
     if conflict:
-        problems.append("prior-data conflict: " + ", ".join(conflict) + " (the data pull "
-                        "against the prior; give priors on this dataset's own scale)")
+        problems.append("potential prior-data conflict: " + ", ".join(conflict) + " (the "
+                        "posterior moves with both the prior and the likelihood; check the "
+                        "priors against this dataset's scale)")
     if others := [p for p in flagged if p not in conflict]:
         problems.append("prior sensitivity: " + ", ".join(others))
     summary = {"model": model_name, "predictive_draws": int(len(pick)), "data": blocks,

@@ -36,9 +36,11 @@ def conflict_banner(summary: dict[str, Any]) -> str:
         return ""
     items = "".join(f"<li>{m}: {', '.join(q)}</li>" for m, q in found.items())
     return banner_html(
-        "Prior-data conflict: for these quantities the data pull against the prior, so "
-        "the estimates are a compromise between the two and not what the data say. "
-        "Give this dataset priors on its own scale (for a review: <code>priors:</code> in "
+        "Potential prior-data conflict (power-scaling, Kallioinen et al. 2023): for these "
+        "quantities the posterior moves when either the prior or the likelihood is "
+        "scaled, as it does when the data sit in the prior's tail, so the estimate is "
+        "partly the prior's. Read the priors table below; where a prior does not suit "
+        "this dataset's scale, set its own (for a review: <code>priors:</code> in "
         f"review.yaml) and rebuild.<ul>{items}</ul>", "red")
 
 

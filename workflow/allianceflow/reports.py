@@ -116,7 +116,8 @@ def checks_status(check_files: list[Path]) -> str:
         return "all passed"
     text = f"{n} warning{'s' if n > 1 else ''}"
     if conflicts:
-        text += f", prior-data conflict in {conflicts} model{'s' if conflicts > 1 else ''}"
+        text += (f", potential prior-data conflict in {conflicts} "
+                 f"model{'s' if conflicts > 1 else ''}")
     return text + " (see report)"
 
 
