@@ -303,7 +303,6 @@ def uniformity(values: np.ndarray, prob: float, seed: int = 0) -> dict[str, Any]
 # ---- prior sensitivity ---------------------------------------------------------------
 
 
-
 def summed(group: xr.Dataset) -> xr.Dataset:
     """One (chain, draw) variable: the sum of every term of a log density group."""
     total = 0.0
@@ -534,7 +533,7 @@ def run_checks(model: pm.Model, predictives: dict[str, Predictive], idata: xr.Da
         problems.append("potential prior-data conflict: " + ", ".join(conflict) + " (the "
                         "posterior moves with both the prior and the likelihood; check the "
                         "priors against this dataset's scale)")
-    if others := [p for p in flagged if p not in conflict]:
+    if others := [q for q in flagged if q not in conflict]:
         problems.append("prior sensitivity: " + ", ".join(others))
     summary = {"model": model_name, "predictive_draws": int(len(pick)), "data": blocks,
                "sensitivity_flagged": flagged, "prior_data_conflict": conflict,
