@@ -98,6 +98,7 @@ def psis_tables(draws: xr.Dataset, log_lik: np.ndarray, model: str
     not apply (weighted draws).
     """
     from arviz_stats import loo_expectations
+    from scipy.special import logsumexp
 
     chains, n = draws.sizes["chain"], draws.sizes["draw"]
     ll = xr.DataArray(log_lik.reshape(chains, n, -1), dims=("chain", "draw", "study"))
@@ -114,16 +115,16 @@ def psis_tables(draws: xr.Dataset, log_lik: np.ndarray, model: str
                 "sd": loo_expectations(tree, var_name=name, kind="sd", **given)[0],
                 "q": loo_expectations(tree, var_name=name, kind="quantile",
                                       probs=[0.025, 0.975], **given)[0]}
-    weights = np.exp(log_w - log_w.max(["chain", "draw"]))
-    weights = (weights / weights.sum(["chain", "draw"])).transpose("chain", "draw", "study")
-    weights = weights.to_numpy().reshape(chains * n, -1)
+    # each study's log predictive density under the posterior without it:
+    # log sum_s w_s p(study | theta_s), the weights normalised on the log scale
+    elpd = logsumexp((log_w + ll).transpose("study", ...).to_numpy().reshape(-1, chains * n),
+                     axis=1)
     out = []
     for i in range(ll.sizes["study"]):
         rows = [{"model": model, "parameter": name, "mean": float(v["mean"][i]),
                  "sd": float(v["sd"][i]), "q2.5": float(v["q"].isel(study=i)[0]),
                  "q97.5": float(v["q"].isel(study=i)[1])} for name, v in values.items()]
-        rows = pd.concat([pd.DataFrame(rows),
-                          elpd_row(model, log_mean_exp(log_lik[:, i], weights[:, i]))],
+        rows = pd.concat([pd.DataFrame(rows), elpd_row(model, float(elpd[i]))],
                          ignore_index=True)
         out.append((rows, float(khat[i])))
     return out

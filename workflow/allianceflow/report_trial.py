@@ -162,8 +162,6 @@ def truth_table(summary: pd.DataFrame, truth: dict[str, Any] | None) -> pd.DataF
 def proportion_mediated(rows: pd.DataFrame, ratio: str) -> str:
     """The proportion mediated by its median and central interval, or, where the total
     effect's interval includes zero, that it has no bounded interval (fitting.ratio_rows)."""
-    if f"bounded[{ratio}]" not in rows.index:  # results written before these rows
-        return ""
     if rows.loc[f"bounded[{ratio}]", "mean"] < 1:
         return (" The proportion mediated has no bounded interval: the total effect's 95% "
                 "interval includes zero, so the ratio can take any size.")

@@ -65,7 +65,6 @@ def psis_pointwise(loglik: np.ndarray, r_eff: float = 1.0) -> tuple[np.ndarray, 
     ArviZ's loo, pointwise, with the draws' relative efficiency `r_eff`
     (checks.relative_efficiency)."""
     tree = xr.DataTree.from_dict({
-        "posterior": xr.Dataset({"draw_index": (("chain", "draw"), np.zeros((1, len(loglik))))}),
         "log_likelihood": xr.Dataset({"loglik": (("chain", "draw", "unit"), loglik[None])})})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # high Pareto k is what the caller refits for

@@ -76,11 +76,11 @@ def measure_key(measure: str) -> str | None:
 
 
 def review_priors(measure: str, config_priors: dict[str, float],
-                  review_priors: dict[str, float], source: str) -> tuple[MetaPriors, dict]:
+                  own_priors: dict[str, float], source: str) -> tuple[MetaPriors, dict]:
     """The priors of one review and where each came from: review.yaml `priors`, then
     config `meta.priors`, then the measure's defaults. `source` names the review.yaml
     for the error raised when the measure is unknown and no scale is given."""
-    given = {**config_priors, **review_priors}
+    given = {**config_priors, **own_priors}
     key = measure_key(measure)
     if key is None and not all(k in given for k in SCALE_KEYS):
         known = ", ".join(f"{k} ({', '.join(a[:3])}, ...)" for k, (a, *_) in MEASURES.items())
@@ -92,7 +92,7 @@ def review_priors(measure: str, config_priors: dict[str, float],
     defaults = dict(zip(SCALE_KEYS, MEASURES[key][1:], strict=True)) if key else {}
     values = {f.name: f.default for f in fields(MetaPriors)} | defaults | given
     origin: dict[str, Any] = {
-        k: ("review.yaml" if k in review_priors else "config" if k in config_priors
+        k: ("review.yaml" if k in own_priors else "config" if k in config_priors
             else f"measure {key}" if k in defaults else "default") for k in values}
     return MetaPriors(**values), {"measure": key or measure, "from": origin}
 
