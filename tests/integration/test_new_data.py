@@ -118,3 +118,14 @@ def test_prior_change_reruns_fits_and_influence_only(built_copy):
     # meta-analysis priors do not touch the trials' mediation fits
     assert jobs == {"fit_review": reviews, "influence_review": reviews,
                     "report_review": reviews, "index": 1, "all": 1}
+
+
+def test_draws_of_one_analysis_type_rerun_only_its_fits(built_copy):
+    work = built_copy
+    config = work / "config" / "test_draws.yaml"
+    config.write_text((work / "config/test.yaml").read_text().replace(
+        "riclpm: 300", "riclpm: 350"))
+    jobs = scheduled_jobs(work, "--configfile", str(config))
+    # the reviews and the other analyses keep their settings, so nothing of theirs reruns
+    assert jobs == {"fit_trial_analysis": 1, "kfold_trial_analysis": 1, "compare_trial": 1,
+                    "report_trial": 1, "index": 1, "all": 1}

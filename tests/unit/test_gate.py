@@ -25,6 +25,7 @@ def test_good_fit_passes():
     s = summarise(idata["posterior"].to_dataset(), ["mu"], "m")
     d = diagnostics(idata, s, GateThresholds(), "m")
     assert d["passed"] and d["failures"] == []
+    assert (d["chains"], d["draws"]) == (4, 500)  # the sample the figures are of
 
 
 def test_broken_fit_fails_with_figures():

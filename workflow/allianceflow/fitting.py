@@ -346,6 +346,10 @@ def diagnostics(idata: xr.DataTree, summary: pd.DataFrame, thresholds: GateThres
         failures.append(f"min E-BFMI {float(bfmi_values.min()):.2f} < {thresholds.min_bfmi}")
     return {
         "model": model,
+        # the sample the figures come from (draws per chain differ by analysis type:
+        # config sampler.draws_by_analysis)
+        "chains": int(post.sizes["chain"]),
+        "draws": int(post.sizes["draw"]),
         "max_rhat": _finite_or_none(max_rhat),
         "min_ess_bulk": _finite_or_none(min_bulk),
         "min_ess_tail": _finite_or_none(min_tail),

@@ -64,7 +64,8 @@ def diagnostics_table(diag: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for name, d in diag["models"].items():
         k = d.get("pareto_k", {})
-        rows.append({"model": name, "max R-hat": f"{d['max_rhat']:.3f}",
+        rows.append({"model": name, "chains × draws": f"{d['chains']} × {d['draws']}",
+                     "max R-hat": f"{d['max_rhat']:.3f}",
                      "min bulk ESS": f"{d['min_ess_bulk']:.0f}",
                      "min tail ESS": f"{d['min_ess_tail']:.0f}",
                      "divergences": d["divergences"], "min E-BFMI": f"{d['min_bfmi']:.2f}",

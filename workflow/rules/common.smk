@@ -155,8 +155,25 @@ def truth_file(kind, name):
 
 
 def fit_settings(keys=("sampler", "meta", "checks")):
-    """Only the settings a fit depends on: changing them reruns the fits, nothing else."""
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    """Only the settings a fit depends on: changing them reruns the fits, nothing else.
+    The trial analyses' own draws (sampler.draws_by_analysis) are left to
+    trial_fit_settings, so that changing one type's reruns only that type's fits."""
+    settings = {k: config[k] for k in keys}
+    if "sampler" in settings:
+        settings["sampler"] = {k: v for k, v in config["sampler"].items()
+                               if k != "draws_by_analysis"}
+    return json.dumps(settings, sort_keys=True)
+
+
+def trial_fit_settings(wildcards):
+    """The settings of one trial analysis's fit, with its type's draws per chain from
+    sampler.draws_by_analysis where the type is listed there."""
+    settings = json.loads(fit_settings(("sampler", "checks")))
+    kind = trial_analyses(wildcards.trial).get(wildcards.analysis)
+    by_type = config["sampler"]["draws_by_analysis"]
+    if kind in by_type:
+        settings["sampler"]["draws"] = by_type[kind]
+    return json.dumps(settings, sort_keys=True)
 
 
 # ---- simulation-based calibration (workflow/rules/checks.smk) ----------------------------

@@ -49,7 +49,7 @@ rule fit_trial_analysis:
             labels={"trial": "{trial}", "analysis": "{analysis}", "table": "priors"},
         ),
     params:
-        settings=fit_settings(("sampler", "checks")),
+        settings=trial_fit_settings,
         out=lambda wildcards, output: str(Path(output.summary).parent),
     threads: config["sampler"]["threads"]
     priority: fit_priority
@@ -82,7 +82,7 @@ rule kfold_trial_analysis:
             labels={"trial": "{trial}", "analysis": "{analysis}", "table": "K-fold by patient"},
         ),
     params:
-        settings=fit_settings(("sampler", "checks")),
+        settings=trial_fit_settings,
     threads: config["sampler"]["threads"]
     log:
         "logs/kfold/trials/{trial}/{analysis}.log",
