@@ -123,9 +123,8 @@ def test_prior_change_reruns_fits_and_influence_only(built_copy):
 def test_draws_of_one_analysis_type_rerun_only_its_fits(built_copy):
     work = built_copy
     config = work / "config" / "test_draws.yaml"
-    config.write_text((work / "config/test.yaml").read_text().replace(
-        "riclpm: 300", "riclpm: 350"))
-    jobs = scheduled_jobs(work, "--configfile", str(config))
+    config.write_text("sampler:\n  draws_by_analysis: {riclpm: 350}\n")
+    jobs = scheduled_jobs(work, "--configfile", "config/test.yaml", str(config))
     # the reviews and the other analyses keep their settings, so nothing of theirs reruns
     assert jobs == {"fit_trial_analysis": 1, "kfold_trial_analysis": 1, "compare_trial": 1,
                     "report_trial": 1, "index": 1, "all": 1}
