@@ -1,5 +1,5 @@
-"""Two finished runs of the workflow side by side: each model's ESS margins over the gate and largest R-hat,
-and each reported quantity's change in Monte Carlo standard errors.
+"""Two finished runs of the workflow side by side: each model's ESS margins over the gate
+and largest R-hat, and each reported quantity's change in Monte Carlo standard errors.
 
     .venv/bin/python bench/compare_runs.py BEFORE_PROJECT AFTER_PROJECT
 
