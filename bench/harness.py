@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,19 +18,34 @@ import xarray as xr
 
 
 def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None,
-             cwd: Path | None = None) -> dict[str, Any]:
+             cwd: Path | None = None, limit_s: float | None = None) -> dict[str, Any]:
     """Run `cmd`; its wall seconds and peak resident memory (MiB, the largest of the
-    process and the children it waited for, as wait4 reports it)."""
+    process and the children it waited for, as wait4 reports it). With `limit_s`, a run
+    still going after that long is stopped (its whole process group: rstan's chains run
+    in child processes) and returned with `finished` False instead of raising."""
     start = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=limit_s is not None)
+        stopped = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, 0 if limit_s is None else os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > limit_s:
+                os.killpg(proc.pid, signal.SIGKILL)
+                stopped = True
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(1.0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
+    if stopped:
+        return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "finished": False}
     if proc.returncode:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{tail}")
-    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024}
+    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "finished": True}
 
 
 def draws_table(path: Path, names: dict[str, str]) -> xr.Dataset:

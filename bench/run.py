@@ -7,7 +7,8 @@ medians and ratios) and bench/results.json (the same, machine-readable).
 Cases (bench/cases.py): M1 three-level meta-analysis (ours, brms, metafor REML), M2 the
 growth model on 300 patients x 12 sessions (ours, brms, lme4 REML), M3 within-person
 mediation on bmlm's data (ours, brms); scaling of ours with 100 / 1,000 / 10,000 effect
-sizes and 100 / 1,000 / 5,000 patients; and the workflow's rebuild times (bench/workflow.py).
+sizes and 100 / 1,000 / 5,000 patients, the largest of each against brms too
+(`scaling_brms`); and the workflow's rebuild times (bench/workflow.py).
 
 Every fit runs in a process of its own, so that its wall time is the whole process's
 (imports, model build, compilation, sampling) and its peak memory its own. Sides
@@ -47,6 +48,7 @@ GOAL_WALL_RATIO = 0.1  # whole-process wall time, ours / brms
 OUR_SIDES = ("ours", "before")  # before: nutpie's own compilation (see fit_ours)
 SCALING = {"meta": ("meta_100", "meta_1000", "meta_10000"),
            "growth": ("growth_100", "growth_1000", "growth_5000")}
+SCALING_BRMS = ("meta_10000", "growth_5000")  # the largest of each series, against brms
 
 
 # ---- one fit, in its own process -----------------------------------------------------
@@ -87,8 +89,10 @@ def fit_ours(case_name: str, out: Path, s: dict[str, Any], side: str = "ours") -
         {"compile_s": compile_s, "sample_s": sample_s, "divergences": divergences}))
 
 
-def one_fit(case, side: str, out: Path, s: dict[str, Any]) -> dict[str, Any]:
-    """Run one side's fit of a case in a child process; its figures."""
+def one_fit(case, side: str, out: Path, s: dict[str, Any],
+            limit_s: float | None = None) -> dict[str, Any]:
+    """Run one side's fit of a case in a child process; its figures. With `limit_s`, a
+    fit still running after that long is stopped and recorded as unfinished."""
     out.mkdir(parents=True, exist_ok=True)
     if side in OUR_SIDES:
         cmd = [sys.executable, str(HERE / "run.py"), "--child", side, "--cases", case.name,
@@ -104,7 +108,10 @@ def one_fit(case, side: str, out: Path, s: dict[str, Any]) -> dict[str, Any]:
         cmd = ["Rscript", str(HERE / "r" / script), str(out / "data.csv"),
                str(out / "settings.json"), str(out)]
         names = case.compare if side == "brms" else None
-    record = {"case": case.name, "side": side, **harness.measured(cmd, out / "log.txt")}
+    record = {"case": case.name, "side": side,
+              **harness.measured(cmd, out / "log.txt", limit_s=limit_s)}
+    if not record["finished"]:
+        return record
     if side in ("metafor", "lme4"):
         est = json.loads((out / "estimates.json").read_text())
         record["fit_s"] = est["fit_s"]
@@ -160,6 +167,57 @@ def scaling_case(names: tuple[str, ...], reps: int, s: dict[str, Any], work: Pat
             print(f"  {name} took {record['wall_s']:.0f} s: larger sizes skipped", flush=True)
             break
     return records
+
+
+def scaling_reference(names: tuple[str, ...], s: dict[str, Any], work: Path,
+                      limit_s: float) -> list[dict]:
+    """The largest scaling fits, ours and brms side by side (one repetition each, ours
+    first). A brms fit is stopped once it has run 1.25 / GOAL_WALL_RATIO times as long as
+    ours (the ratio is then known to be below 0.8 of the goal), or after `limit_s`: its
+    wall time is then a lower bound, and so the ratio an upper bound."""
+    from cases import CASES
+
+    records = []
+    for name in names:
+        case = CASES[name]()
+        print(f"  {name}: ours", flush=True)
+        ours = one_fit(case, "ours", work / name / "ours_ref", s)
+        stop_after = min(limit_s, 1.25 * ours["wall_s"] / GOAL_WALL_RATIO)
+        print(f"  {name}: brms (stopped after {stop_after:.0f} s)", flush=True)
+        brms = one_fit(case, "brms", work / name / "brms_ref", s, limit_s=stop_after)
+        records += [{**r, "rep": 1, "rows": int(len(case.rows))} for r in (ours, brms)]
+    return records
+
+
+def scaling_reference_table(records: list[dict], limit_s: float | None,
+                            run: dict[str, Any] | None) -> list[str]:
+    where = ([f"Run on {run['date']}, {run['machine']['cpu']}, {run['machine']['cores']} "
+              f"cores, {run['machine']['memory_gib']} GiB (compare within this table).", ""]
+             if run else [])
+    lines = [*where, "| case | rows | ours: wall (s) | brms: wall (s) | wall ours ÷ brms | "
+             "ours: compile (s) | brms: compile (s) | ours: min bulk ESS / s | "
+             "brms: min bulk ESS / s | ours: max R-hat | brms: max R-hat | "
+             "peak MiB ours / brms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for case in dict.fromkeys(r["case"] for r in records):
+        ours = next(r for r in records if r["case"] == case and r["side"] == "ours")
+        brms = next(r for r in records if r["case"] == case and r["side"] == "brms")
+        if brms.get("finished", True):
+            wall, ratio = fmt(brms["wall_s"]), f"**{ours['wall_s'] / brms['wall_s']:.3f}**"
+            ess, rhat, comp = (fmt(brms["min_bulk_ess_per_s"]), f"{brms['max_rhat']:.3f}",
+                               fmt(brms["compile_s"]))
+        else:
+            wall = f"> {brms['wall_s']:.0f} (stopped, unfinished)"
+            ratio = f"**< {ours['wall_s'] / brms['wall_s']:.3f}**"
+            ess = rhat = comp = "–"
+        lines.append(f"| {case} | {ours['rows']:,} | {fmt(ours['wall_s'])} | {wall} | {ratio} | "
+                     f"{fmt(ours['compile_s'])} | {comp} | {fmt(ours['min_bulk_ess_per_s'])} | "
+                     f"{ess} | {ours['max_rhat']:.3f} | {rhat} | {fmt(ours['peak_mib'], 0)} / "
+                     f"{fmt(brms['peak_mib'], 0)} |")
+    note = ("A brms fit still running after 1.25 ÷ the goal's ratio times our wall time (or "
+            f"{limit_s:.0f} s) was stopped; its wall time is then a lower bound, so the ratio "
+            "an upper bound. " if limit_s else "")
+    return [*lines, "", note + f"Goal for the ratio: ≤ {GOAL_WALL_RATIO:g}.", ""]
 
 
 # ---- the report ----------------------------------------------------------------------
@@ -320,6 +378,10 @@ def write_results(result: dict[str, Any], path_md: Path, path_json: Path) -> Non
         lines += reference_tables(result["reference"], result["medians"])
     if result.get("scaling"):
         lines += ["## Scaling (ours)", ""] + scaling_table(result["scaling"])
+    if result.get("scaling_reference"):
+        lines += ["## Scaling against brms (the largest fits)", ""] + scaling_reference_table(
+            result["scaling_reference"], result.get("brms_limit_s"),
+            result.get("scaling_reference_run"))
     if result.get("workflow"):
         import workflow
 
@@ -348,7 +410,8 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     out = dict(old)
     out["reference"] = [r for r in old.get("reference", []) if r["case"] not in redone]
     out["reference"] += new["reference"]
-    for key in ("scaling", "workflow"):
+    for key in ("scaling", "scaling_reference", "brms_limit_s", "scaling_reference_run",
+                "workflow"):
         if new.get(key):
             out[key] = new[key]
     out["reps"] = {**old.get("reps", {}), **new["reps"]}
@@ -365,7 +428,7 @@ def old_run(result: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="M1,M2,M3,scaling,workflow")
+    parser.add_argument("--cases", default="M1,M2,M3,scaling,scaling_brms,workflow")
     parser.add_argument("--reps", default="3",
                         help="repetitions: a number, or per case, e.g. M1=3,M2=1,M3=1")
     parser.add_argument("--draws", type=int, default=1000)
@@ -374,6 +437,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261126)
     parser.add_argument("--scaling-budget", type=float, default=1200.0,
                         help="stop a scaling series after a fit longer than this (s)")
+    parser.add_argument("--brms-limit", type=float, default=2400.0,
+                        help="scaling_brms: stop a brms fit still running after this (s)")
     parser.add_argument("--results", default=str(HERE))
     parser.add_argument("--merge", action="store_true",
                         help="keep the sections of an earlier results.json that this run "
@@ -413,6 +478,14 @@ def main() -> None:
     if "scaling" in cases:
         for series in SCALING.values():
             result["scaling"] += scaling_case(series, 1, s, work, args.scaling_budget)
+    if "scaling_brms" in cases:
+        if missing:
+            result["skipped"].append(f"scaling_brms: R packages missing ({missing})")
+        else:
+            result["scaling_reference"] = scaling_reference(SCALING_BRMS, s, work,
+                                                            args.brms_limit)
+            result["brms_limit_s"] = args.brms_limit
+            result["scaling_reference_run"] = {"date": result["date"], "machine": machine()}
     if "workflow" in cases:
         import workflow
 
