@@ -24,28 +24,24 @@ def measured(cmd: list[str], log: Path, env: dict[str, str] | None = None,
     still going after that long is stopped (its whole process group: rstan's chains run
     in child processes) and returned with `finished` False instead of raising."""
     start = time.perf_counter()
+    stopped = False
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                 start_new_session=limit_s is not None)
-        stopped = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, 0 if limit_s is None else os.WNOHANG)
-            if pid:
-                break
+        flags = 0 if limit_s is None else os.WNOHANG
+        while not (waited := os.wait4(proc.pid, flags))[0]:
             if time.perf_counter() - start > limit_s:
                 os.killpg(proc.pid, signal.SIGKILL)
-                stopped = True
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(1.0)
+                stopped, flags = True, 0
+            else:
+                time.sleep(0.2)
+    _, status, usage = waited
     proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if stopped:
-        return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "finished": False}
-    if proc.returncode:
+    if proc.returncode and not stopped:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{tail}")
-    return {"wall_s": wall, "peak_mib": usage.ru_maxrss / 1024, "finished": True}
+    return {"wall_s": time.perf_counter() - start, "peak_mib": usage.ru_maxrss / 1024,
+            "finished": not stopped}
 
 
 def draws_table(path: Path, names: dict[str, str]) -> xr.Dataset:
