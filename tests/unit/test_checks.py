@@ -70,61 +70,96 @@ def test_unit_loo_pit_and_predictive_p_values():
     assert means[0] == pytest.approx(np.std([2.0, 10.0], ddof=1))
 
 
-def random_intercept_fit(rng, tau_model: float, units: int = 40, sessions: int = 12,
-                         tau: float = 1.5, sigma: float = 1.0, draws: int = 400):
-    """Sessions within patients, y_ij = mu + u_i + e_ij, and exact posterior draws of mu
-    under a model with known SDs (tau_model, sigma) and prior mu ~ N(0, 10): each
-    patient's log-likelihood with u_i integrated out, and replicates drawing u_i again,
-    as the trial models' checks get them."""
-    y = rng.normal(0, 1) + rng.normal(0, tau, (units, 1)) + rng.normal(0, sigma, (units, sessions))
-    mean, within = y.mean(axis=1), ((y - y.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    v_mean, v_total = tau_model**2 + sigma**2 / sessions, sigma**2 + sessions * tau_model**2
-    precision = 1 / 100 + units / v_mean
-    mu = rng.normal(mean.sum() / v_mean / precision, precision**-0.5, draws)
-    loglik = -0.5 * ((sessions - 1) * np.log(sigma**2) + np.log(v_total)
-                     + sessions * np.log(2 * np.pi) + within / sigma**2
-                     + sessions * (mean - mu[:, None]) ** 2 / v_total)
-    replicated = (mu[:, None, None] + rng.normal(0, tau_model, (draws, units, 1))
-                  + rng.normal(0, sigma, (draws, units, sessions))).reshape(draws, -1)
-    return y.ravel(), replicated, np.repeat(np.arange(units), sessions), loglik
+def random_intercept_fit(rng, tau_model: float, units: int = 40, tau: float = 1.5,
+                         sigma: float = 1.0, draws: int = 2000):
+    """Sessions within patients (3 to 19 each), y_ij = mu + u_i + e_ij, and exact
+    posterior draws of mu under a model with known SDs (tau_model, sigma) and prior
+    mu ~ N(0, 10): each patient's log-likelihood with u_i integrated out, and a block
+    whose replicates draw u_i again, as the trial models' checks get them."""
+    from allianceflow.checks import Predictive
+
+    n = rng.integers(3, 20, units)
+    patient = np.repeat(np.arange(units), n)
+    y = rng.normal(0, 1) + rng.normal(0, tau, units)[patient] + rng.normal(0, sigma, n.sum())
+    mean = np.bincount(patient, y) / n
+    within = np.bincount(patient, (y - mean[patient]) ** 2)
+    v_mean, v_total = tau_model**2 + sigma**2 / n, sigma**2 + n * tau_model**2
+    precision = 1 / 100 + (1 / v_mean).sum()
+    mu = rng.normal((mean / v_mean).sum() / precision, precision**-0.5, draws)
+    loglik = -0.5 * ((n - 1) * np.log(sigma**2) + np.log(v_total) + n * np.log(2 * np.pi)
+                     + within / sigma**2 + n * (mean - mu[:, None]) ** 2 / v_total)
+
+    def simulate(parts, rng):
+        mu_ = parts["mu"]
+        return (mu_[:, None] + rng.normal(0, tau_model, (len(mu_), units))[:, patient]
+                + rng.normal(0, sigma, (len(mu_), n.sum())))
+
+    block = Predictive(observed=y, group=patient, parts={}, simulate=simulate, label="y",
+                       group_name="patient", cluster=patient)
+    return block, mu, loglik
 
 
-def loo_pit_rejects(rng, tau_model: float, replicates: int) -> tuple[float, float]:
-    """Share of simulated fits whose LOO-PIT check fails at 5%: as check_block judges it,
-    and as a test of each session's value against independent uniforms would."""
-    from allianceflow.checks import Predictive, check_block
+def loo_pit_rejects(rng, tau_model: float, replicates: int) -> tuple[float, float, float]:
+    """Share of simulated fits whose LOO-PIT test fails at 5%: as check_block runs it;
+    with POT-C's own p-value of the same per-patient values; and with POT-C of every
+    session's value."""
+    from allianceflow.checks import loo_pit_test
     from arviz_stats.base import array_stats
 
-    settings = CheckSettings(pit_prob=0.95)
-    ours = per_session = 0
+    settings = CheckSettings(pit_prob=0.95, pit_null_draws=1000)
+    ours = uncalibrated = per_session = 0
     for _ in range(replicates):
-        y, rep, patient, loglik = random_intercept_fit(rng, tau_model)
-        block = Predictive(observed=y, group=patient, parts={}, simulate=lambda v, rng: v["rep"],
-                           label="y", group_name="patient", cluster=patient)
-        summary, _ = check_block("y", block, {"rep": rep}, {"rep": rep}, loglik,
-                                 np.arange(len(rep)), settings, rng, 0)
-        ours += summary["loo_pit"]["passed"] is False
+        block, mu, loglik = random_intercept_fit(rng, tau_model)
         weights, _ = psis_weights(loglik)
-        session_pit = (weights[:, patient] * (rep < y)).sum(axis=0)
+        pick = rng.choice(len(mu), 400, replace=False)
+        weights = weights[pick] / weights[pick].sum(axis=0)
+        parts = {"mu": mu[pick]}
+        rep = block.simulate(parts, rng)
+        test = loo_pit_test(block, parts, rep, weights, settings, rng, 0)
+        ours += not test["passed"]
+        uncalibrated += test["pot_c_p_value"] < 0.05
+        session_pit = (weights[:, block.group] * (rep < block.observed)).sum(axis=0)
         per_session += array_stats.uniformity_test(session_pit, method="pot_c")[0] < 0.05
-    return ours / replicates, per_session / replicates
+    return ours / replicates, uncalibrated / replicates, per_session / replicates
 
 
-def test_loo_pit_test_holds_its_level_on_sessions_within_patients():
-    """Calibration: 100 correctly specified fits, nominal level 5%. The check (one PIT per
-    patient, POT-C) rejects at most 10% of them (P(more than 10 of 100) is 1% at a true 5%,
-    and 99% at a true 20%), while the same test of the 480 dependent session values
-    rejects at least 20%. (The check before, each session's PIT against the simultaneous
-    band of independent uniforms, rejected 23 of these 100 fits.)"""
-    rates = loo_pit_rejects(np.random.default_rng(11), tau_model=1.5, replicates=100)
-    print(f"rejection rate at 5%: per patient {rates[0]:.3f}, per session {rates[1]:.3f}")
-    assert rates[0] <= 0.10
-    assert rates[1] >= 0.20
+def test_loo_pit_test_holds_its_nominal_level_on_patients():
+    """Calibration: 200 correctly specified fits of 40 patients with 3 to 19 sessions,
+    nominal level 5%. The check rejects 4 to 19 of them (P of fewer than 4 is 1% at a
+    true 5% and 0.5% at a true 2%; P of more than 19 is 0.3% at a true 5% and nil at a
+    true 20%). POT-C's own p-value of the same per-patient values, which takes them as
+    exchangeable, rejects at most 2 (conservative: LOO-PIT values are negatively
+    dependent); POT-C of every session's value at least 20% (a patient's sessions move
+    together)."""
+    rates = loo_pit_rejects(np.random.default_rng(11), tau_model=1.5, replicates=200)
+    print(f"rejection rate at 5%: calibrated {rates[0]:.3f}, POT-C alone {rates[1]:.3f}, "
+          f"per session {rates[2]:.3f}")
+    assert 0.02 <= rates[0] < 0.10
+    assert rates[1] <= 0.01
+    assert rates[2] >= 0.20
+
+
+def test_loo_dependence_recovers_the_correlation_of_centred_values():
+    """Equal patients and one population mean: the LOO z-scores are correlated
+    -1/(units - 1), which the estimate from replicates recovers."""
+    from allianceflow.checks import loo_dependence
+
+    rng = np.random.default_rng(3)
+    units, draws, sets = 30, 400, 20
+    mu = rng.normal(0, (2.0 / units) ** 0.5, draws)  # posterior of the mean, v = 2
+    means = mu[None, :, None] + rng.normal(0, 2.0**0.5, (sets, draws, units))
+    dep = loo_dependence(means)
+    z = dep.sample(20000, rng)
+    r = np.corrcoef(z, rowvar=False)
+    assert dep.rank == 1
+    assert np.allclose(np.diag(np.cov(z, rowvar=False)), 1, atol=0.05)
+    assert abs(r[~np.eye(units, dtype=bool)].mean() + 1 / (units - 1)) < 0.005
+    assert loo_dependence(np.repeat(means[:1], sets, axis=0)).rank == 0  # no spread
 
 
 def test_loo_pit_test_finds_too_little_between_patient_spread():
     """Power: the model's between-patient SD a third of the truth's is found."""
-    ours, _ = loo_pit_rejects(np.random.default_rng(12), tau_model=0.5, replicates=20)
+    ours, _, _ = loo_pit_rejects(np.random.default_rng(12), tau_model=0.5, replicates=20)
     assert ours >= 0.9
 
 

@@ -137,7 +137,8 @@ def statistics_plot(ppc: pd.DataFrame, model: str, block: str):
 
 def loo_pit_plot(pit: pd.DataFrame, model: str, block: str, band: float, status: str = ""):
     """LOO-PIT ECDF (one value per unit) minus the uniform ECDF, with the simultaneous
-    band of independent uniforms; the pass/fail is the POT-C test's (`status`)."""
+    band of independent uniforms; the pass/fail is that of POT-C calibrated for the
+    values' dependence (`status`, checks.uniformity)."""
     rows = pit[(pit["model"] == model) & (pit["data"] == block)]
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
     ax.fill_between(rows["grid"], rows["lower"] - rows["grid"], rows["upper"] - rows["grid"],
