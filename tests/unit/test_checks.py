@@ -16,6 +16,7 @@ from allianceflow.checks import (
     run_checks,
     statistic,
     uniformity,
+    unit_indicator,
     unit_loo_pit,
 )
 from allianceflow.fitting import SamplerSettings, sample
@@ -61,7 +62,9 @@ def test_unit_loo_pit_and_predictive_p_values():
     replicated = np.arange(10.0)[:, None] * np.ones((10, 3))
     weights = np.full((10, 2), 0.1)
     # unit 0: one value at the median; unit 1: mean 9.5, above every replicate
-    pit = unit_loo_pit(np.array([4.5, -1.0, 20.0]), replicated, np.array([0, 1, 1]), weights)
+    indicator = unit_indicator(np.array([0, 1, 1]))
+    pit = unit_loo_pit(indicator.T @ np.array([4.5, -1.0, 20.0]),
+                       np.asarray(replicated @ indicator), weights)
     assert pit[0] == pytest.approx(0.5)
     assert 0.9 < pit[1] < 1  # Pareto-smoothed tail: not 1, which no test could take
     table = ppc_table(np.array([4.5, 4.5, 4.5]), replicated, None, ("mean", "max"), "posterior")

@@ -55,8 +55,9 @@ class CheckSettings:
     sensitivity_threshold: float = 0.05  # power-scaling (Kallioinen et al. 2023)
     pit_max_high_k: float = 0.1  # LOO-PIT is not judged above this share of k > 0.7
     # replicate sets per posterior draw from which loo_dependence estimates how the units'
-    # LOO-PIT values depend on each other; 20 keep a population parameter's direction
-    # above the noise up to about 10 units per thinned draw
+    # LOO-PIT values depend on each other: a well-identified population parameter's
+    # direction stands about `sets` above the noise, so 20 clear the Marchenko-Pastur edge
+    # (1 + sqrt(units / draws))^2 up to about 10 units per thinned draw
     pit_dependence_sets: int = 20
     pit_null_draws: int = 2000  # simulated null sets that calibrate the LOO-PIT p-value
 
@@ -231,11 +232,12 @@ def unit_indicator(group: np.ndarray) -> Any:
                              shape=(len(index), len(units)))
 
 
-def unit_loo_pit(observed: np.ndarray, replicated: np.ndarray, group: np.ndarray,
+def unit_loo_pit(observed_mean: np.ndarray, replicated_mean: np.ndarray,
                  weights: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    """LOO-PIT of each unit's mean value (a study's effects, a patient's sessions) under
+    """LOO-PIT of each unit's mean value (a study's effects, a patient's sessions:
+    `observed_mean` (units,), `replicated_mean` (draws, units), see unit_indicator) under
     the predictive that leaves the whole unit out: P(mean of y_rep_u <= mean of y_u | data
-    without u), one value per unit (in the order of np.unique(group)).
+    without u), one value per unit.
 
     Why per unit and not per value: the values of one unit share its leave-one-out
     weights and its left-out latent effects, so a patient's sessions have PIT values that
@@ -250,15 +252,6 @@ def unit_loo_pit(observed: np.ndarray, replicated: np.ndarray, group: np.ndarray
     1, which an order-statistic test would read as certain misfit. With `rng` (data
     recorded as whole numbers) ties are broken at random: P(y_rep < y) + U P(y_rep = y)
     (Czado, Gneiting and Held 2009)."""
-    indicator = unit_indicator(group)
-    return loo_pit_of_means(indicator.T @ observed, np.asarray(replicated @ indicator),
-                            weights, rng)
-
-
-def loo_pit_of_means(observed_mean: np.ndarray, replicated_mean: np.ndarray,
-                     weights: np.ndarray, rng: np.random.Generator | None = None
-                     ) -> np.ndarray:
-    """unit_loo_pit from the units' observed (units,) and replicated (draws, units) means."""
     from arviz_stats.base import array_stats
 
     with np.errstate(divide="ignore"):
@@ -302,9 +295,8 @@ def loo_dependence(replicate_means: np.ndarray) -> LooDependence:
     their PIT values down. The z-scores are negatively correlated, the ECDF stays closer
     to the diagonal than independent uniforms' would, and a test calibrated for
     independent values (POT-C included) rejects a correct model far less often than its
-    level (2 of 200 simulated correct fits at 5%, tests/unit/test_checks.py, against 7
-    calibrated). In a linear
-    Gaussian model with hat matrix H, the leave-one-out residuals have correlation
+    level (tests/unit/test_checks.py measures both). In a linear Gaussian model with hat
+    matrix H, the leave-one-out residuals have correlation
     -H_ij v_j / sqrt(v_i (1 - h_ii) v_j (1 - h_jj)), and H_ij v_j = C_ij, the posterior
     covariance of the two units' expected means m_u(θ). So C and the conditional
     variances v come from the replicates: the sets' mean per draw estimates m_u(θ) with
@@ -539,10 +531,10 @@ def loo_pit_test(predictive: Predictive, post_parts: dict[str, np.ndarray],
     posterior draws `post_parts`, `weights` their leave-one-unit-out weights.
 
     `pit_dependence_sets` - 1 further replicate sets per draw are drawn; the PIT uses them
-    all, with each draw's weight shared among its sets. From one set per draw, the
-    Pareto-smoothed tails pull the PIT values' normal scores in by 1.5% (a slope of 0.985
-    against the exact leave-one-out PIT in the simulated fits of the unit tests), enough
-    to make the calibrated test conservative; from 20 sets the slope is 1.000."""
+    all, with each draw's weight shared among its sets: from one set of a few hundred
+    replicates, the Pareto-smoothed tails pull the PIT values' normal scores in (by about
+    1.5% against the exact leave-one-out PIT, bench/RESULTS.md), enough to make the
+    calibrated test conservative."""
     p = predictive
     discrete = is_integer_valued(p.observed)
     indicator = unit_indicator(p.group)
@@ -550,9 +542,9 @@ def loo_pit_test(predictive: Predictive, post_parts: dict[str, np.ndarray],
     for _ in range(settings.pit_dependence_sets - 1):
         rep = p.simulate(post_parts, rng)
         means.append(np.asarray((np.round(rep) if discrete else rep) @ indicator))
-    pit_values = loo_pit_of_means(indicator.T @ p.observed, np.concatenate(means),
-                                  np.tile(weights, (len(means), 1)) / len(means),
-                                  rng if discrete else None)
+    pit_values = unit_loo_pit(indicator.T @ p.observed, np.concatenate(means),
+                              np.tile(weights, (len(means), 1)) / len(means),
+                              rng if discrete else None)
     dependence = loo_dependence(np.stack(means))
     return uniformity(pit_values, settings.pit_prob, seed, dependence,
                       settings.pit_null_draws)
